@@ -1,0 +1,279 @@
+//! The decision pipeline, transport-free: bearer token -> verified caller -> directory
+//! entries -> policy input -> decision.
+//!
+//! The proxy calls [`Authorizer::authorize`] once per request; the CLI and the benchmarks
+//! call the very same code. Verified tokens are cached by the SHA-256 of the token (never
+//! the token itself) until the earlier of `exp` and the cache TTL; lifetime, audience and
+//! the signing key's presence are re-checked on every hit, and failures are never cached.
+
+use crate::config::{IdentityConfig, TokenCacheConfig};
+use crate::directory::ResolveError;
+use crate::identity::{bearer_token, TokenError, TokenValidator, VerifiedToken};
+use crate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
+use crate::policy::{Decision, DecisionError, PolicySnapshot};
+use arc_swap::ArcSwap;
+use aws_lc_rs::digest;
+use http::HeaderMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A verified token with its prepared policy input, as cached.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub token: VerifiedToken,
+    input: TokenInput,
+    /// Unix second after which the cache entry is not used.
+    cached_until: u64,
+}
+
+/// Why a request is refused. Token and directory problems come before policy runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    Token(TokenError),
+    Directory(ResolveError),
+    /// Policy said no.
+    Policy {
+        status: u16,
+        reason: Arc<str>,
+        insufficient_scope: bool,
+        response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    },
+    /// Policy could not decide (undefined, malformed, error, timeout): fail closed.
+    PolicyError(DecisionError),
+}
+
+impl Denial {
+    /// The stable reason code.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Token(e) => e.reason(),
+            Self::Directory(e) => e.reason(),
+            Self::Policy { reason, .. } => reason,
+            Self::PolicyError(_) => "policy_error",
+        }
+    }
+}
+
+/// What the pipeline concluded for one request.
+#[derive(Debug)]
+pub struct Verdict {
+    pub outcome: Result<Allowed, Denial>,
+    /// The caller, when the token verified.
+    pub caller: Option<Arc<Authenticated>>,
+    /// The policy snapshot that decided (or would have).
+    pub snapshot: Arc<PolicySnapshot>,
+    pub token_time: Duration,
+    pub policy_time: Duration,
+    /// The input document, when policy ran and the caller asked to keep it.
+    pub input: Option<regorus::Value>,
+}
+
+/// An allowed request's instructions for the upstream leg.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub reason: Arc<str>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The per-request facts the pipeline needs besides headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub client_ip: &'a str,
+}
+
+/// The route facts the pipeline needs.
+#[derive(Debug)]
+pub struct RouteAccess {
+    pub audiences: Vec<String>,
+    pub input: RouteInput,
+}
+
+type TokenCache = quick_cache::sync::Cache<[u8; 32], Arc<Authenticated>>;
+
+/// Runs the decision pipeline.
+pub struct Authorizer {
+    validator: TokenValidator,
+    cache: Option<TokenCache>,
+    cache_ttl: u64,
+    max_token_bytes: usize,
+    input_headers: Vec<http::HeaderName>,
+    policy: Arc<ArcSwap<PolicySnapshot>>,
+}
+
+impl Authorizer {
+    pub fn new(
+        validator: TokenValidator,
+        identity: &IdentityConfig,
+        cache: &TokenCacheConfig,
+        input_headers: Vec<http::HeaderName>,
+        policy: Arc<ArcSwap<PolicySnapshot>>,
+    ) -> Self {
+        Self {
+            validator,
+            cache: cache.enabled.then(|| TokenCache::new(cache.capacity)),
+            cache_ttl: cache.max_ttl.as_secs(),
+            max_token_bytes: identity.max_token_bytes,
+            input_headers,
+            policy,
+        }
+    }
+
+    /// The live policy snapshot holder.
+    pub fn policy(&self) -> &Arc<ArcSwap<PolicySnapshot>> {
+        &self.policy
+    }
+
+    /// The token validator (and through it, the key store).
+    pub fn validator(&self) -> &TokenValidator {
+        &self.validator
+    }
+
+    /// Number of cached tokens.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// Decides one request at unix time `now_ns` (nanoseconds). `keep_input` retains the
+    /// input document in the verdict (for explanation tools; the proxy passes false).
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        line: RequestLine<'_>,
+        route: &RouteAccess,
+        now_ns: u64,
+        keep_input: bool,
+    ) -> Verdict {
+        let snapshot = self.policy.load_full();
+        let started = Instant::now();
+        let now = now_ns / 1_000_000_000;
+        let caller = match self.authenticate(headers, &route.audiences, now).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Verdict {
+                    outcome: Err(Denial::Token(e)),
+                    caller: None,
+                    snapshot,
+                    token_time: started.elapsed(),
+                    policy_time: Duration::ZERO,
+                    input: None,
+                }
+            }
+        };
+        let token_time = started.elapsed();
+        let resolution = match snapshot.directory.resolve(&caller.token.caller) {
+            Ok(r) => r,
+            Err(e) => {
+                return Verdict {
+                    outcome: Err(Denial::Directory(e)),
+                    caller: Some(caller),
+                    snapshot,
+                    token_time,
+                    policy_time: Duration::ZERO,
+                    input: None,
+                }
+            }
+        };
+        let policy_started = Instant::now();
+        let facts = RequestFacts {
+            method: line.method,
+            host: line.host,
+            path: line.path,
+            query: line.query,
+            client_ip: line.client_ip,
+            headers: self
+                .input_headers
+                .iter()
+                .filter_map(|h| Some((h.as_str(), headers.get(h)?.to_str().ok()?)))
+                .collect(),
+            time_ns: now_ns,
+        };
+        let input = build_input(
+            &facts,
+            &route.input,
+            &caller.token,
+            &caller.input,
+            &snapshot.prepared,
+            &resolution,
+        );
+        let kept = keep_input.then(|| input.clone());
+        let outcome = match snapshot.decide(input) {
+            Ok(Decision::Allow {
+                reason,
+                headers,
+                response_headers,
+            }) => Ok(Allowed {
+                reason,
+                headers,
+                response_headers,
+            }),
+            Ok(Decision::Deny {
+                status,
+                reason,
+                insufficient_scope,
+                response_headers,
+            }) => Err(Denial::Policy {
+                status,
+                reason,
+                insufficient_scope,
+                response_headers,
+            }),
+            Err(e) => Err(Denial::PolicyError(e)),
+        };
+        Verdict {
+            outcome,
+            caller: Some(caller),
+            snapshot,
+            token_time,
+            policy_time: policy_started.elapsed(),
+            input: kept,
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        audiences: &[String],
+        now: u64,
+    ) -> Result<Arc<Authenticated>, TokenError> {
+        let bearer = bearer_token(headers, self.max_token_bytes)?;
+        let leeway = self.validator.leeway();
+        let key = self.cache.as_ref().map(|_| cache_key(bearer));
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let Some(hit) = cache.get(key) {
+                if now <= hit.cached_until && self.validator.key_still_valid(&hit.token) {
+                    hit.token.check_time(now, leeway)?;
+                    hit.token.check_audience(audiences)?;
+                    return Ok(hit);
+                }
+                cache.remove(key);
+            }
+        }
+        let token = self.validator.verify(bearer, now).await?;
+        token.check_audience(audiences)?;
+        let entry = Arc::new(Authenticated {
+            input: TokenInput::new(&token),
+            cached_until: token
+                .expires_at
+                .saturating_add(leeway)
+                .min(now.saturating_add(self.cache_ttl)),
+            token,
+        });
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.insert(key, entry.clone());
+        }
+        Ok(entry)
+    }
+}
+
+/// SHA-256 of the token: the cache never holds a usable credential.
+fn cache_key(token: &str) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

@@ -1,0 +1,211 @@
+//! The serde shape of `agentgate.toml`, kept as close to the file as possible.
+//!
+//! Nothing here is validated beyond what serde checks; [`super::Config::from_raw`] turns this
+//! into the typed configuration and reports every problem at once.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub dev: Option<RawDev>,
+}
+
+/// `[server]`: process-level settings handed to pingora.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub threads: usize,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub graceful_shutdown_timeout: Duration,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            grace_period: Duration::from_secs(5),
+            graceful_shutdown_timeout: Duration::from_secs(5),
+            pid_file: "/tmp/agentgate.pid".into(),
+            upgrade_sock: "/tmp/agentgate_upgrade.sock".into(),
+        }
+    }
+}
+
+/// `[[listeners]]`: one public HTTP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+}
+
+/// `[admin]`: the loopback listener for health and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub address: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9180".into(),
+        }
+    }
+}
+
+/// `[identity]`: who may sign tokens and how tokens are checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    #[serde(default = "default_min_refetch_interval", with = "humantime_serde")]
+    pub min_refetch_interval: Duration,
+    #[serde(default = "default_max_key_age", with = "humantime_serde")]
+    pub max_key_age: Duration,
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_min_refetch_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_key_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+/// `[[identity.tenants]]`: one trusted Entra tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub id: String,
+    pub authority: Option<String>,
+    pub jwks_uri: Option<String>,
+}
+
+/// `[token_cache]`: the cache of verified tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenCache {
+    pub enabled: bool,
+    pub capacity: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for RawTokenCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capacity: 100_000,
+            max_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[policy]`: where the Rego and data files live and how evaluation is bounded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub dir: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub input_headers: Vec<String>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            dir: "../policies".into(),
+            timeout: Duration::from_millis(5),
+            input_headers: vec!["user-agent".into(), "x-request-id".into()],
+        }
+    }
+}
+
+/// `[[routes]]`: one upstream API behind the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub id: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub upstreams: Vec<String>,
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub forward_authorization: bool,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[dev]`: the offline demo (dev issuer and sample upstream, in process).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDev {
+    pub issuer: String,
+    pub key: String,
+    pub sample_upstream: Option<String>,
+}

@@ -1,0 +1,91 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[identity]
+[[identity.tenants]]
+id = "AAAAAAAA-1111-1111-1111-000000000001"
+
+[[routes]]
+id = "orders"
+path_prefix = "/orders"
+upstreams = ["127.0.0.1:9001"]
+audiences = ["api://bbbbbbbb-2222-2222-2222-000000000001/"]
+"#;
+
+#[test]
+fn defaults_follow_the_documentation() {
+    let c = Config::parse(MINIMAL, Path::new("/etc/agentgate/agentgate.toml")).unwrap();
+    assert_eq!(c.identity.algorithms, vec![Algorithm::RS256]);
+    assert_eq!(c.identity.leeway, Duration::from_secs(60));
+    assert_eq!(c.identity.max_token_bytes, 8192);
+    assert_eq!(c.identity.refresh_interval, Duration::from_secs(3600));
+    assert_eq!(c.identity.min_refetch_interval, Duration::from_secs(30));
+    assert_eq!(c.policy.timeout, Duration::from_millis(5));
+    assert_eq!(c.policy.dir, PathBuf::from("/etc/agentgate/../policies"));
+    assert_eq!(
+        c.identity.tenants[0].id,
+        "aaaaaaaa-1111-1111-1111-000000000001"
+    );
+    assert_eq!(
+        c.identity.tenants[0].keys,
+        KeySource::Discovery {
+            authority: "https://login.microsoftonline.com".into()
+        }
+    );
+    assert_eq!(
+        c.routes[0].audiences,
+        vec!["api://bbbbbbbb-2222-2222-2222-000000000001"]
+    );
+    assert!(c.token_cache.enabled);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = MINIMAL
+        .replace("127.0.0.1:9001", "not an address")
+        .replace("AAAAAAAA-1111-1111-1111-000000000001", "contoso")
+        .replace(
+            "api://bbbbbbbb-2222-2222-2222-000000000001/",
+            "fb60f99c-7a34-4190-8149-302f77469936",
+        )
+        + "\n[policy]\ninput_headers = [\"Authorization\"]\n";
+    let ConfigError::Invalid { problems, .. } =
+        Config::parse(&text, Path::new("a.toml")).unwrap_err()
+    else {
+        panic!("expected validation problems")
+    };
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("token exchange")));
+    assert!(problems.iter().any(|p| p.contains("not a tenant GUID")));
+    assert!(problems.iter().any(|p| p.contains("must not reach policy")));
+}
+
+#[test]
+fn syntax_errors_carry_the_location() {
+    let err = Config::parse("[identity\n", Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("a.toml:"), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+    let err = Config::parse("[server]\nthreadz = 2\n", Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("threadz"), "{err}");
+}
+
+#[test]
+fn only_rsa_algorithms_are_configurable() {
+    let text = MINIMAL.replace(
+        "[identity]",
+        "[identity]\nalgorithms = [\"HS256\", \"none\"]",
+    );
+    let ConfigError::Invalid { problems, .. } =
+        Config::parse(&text, Path::new("a.toml")).unwrap_err()
+    else {
+        panic!("expected validation problems")
+    };
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+}

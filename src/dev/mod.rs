@@ -1,0 +1,12 @@
+//! Development tooling: a dev signing key, token minting, and the in-process demo servers
+//! (an OIDC discovery + JWKS issuer and a sample upstream API).
+//!
+//! Nothing here is used by the production request path. Tokens minted here are signed by a
+//! key the operator controls and are only trusted by a gateway configured to fetch that
+//! key's JWKS, as the demo configuration does.
+
+pub mod demo;
+pub mod mint;
+pub mod servers;
+
+pub use mint::{SigningIdentity, TokenSpec};

@@ -1,0 +1,229 @@
+//! Fetching and parsing a tenant's signing keys: OIDC discovery, then the JWKS document.
+//!
+//! Responses are size-capped while they stream in, the JWKS address must stay on the
+//! discovery host, and only RSA signing keys survive parsing. Nothing here ever follows an
+//! address taken from a token.
+
+use crate::config::KeySource;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Smallest RSA modulus accepted (2048 bits), the floor of RFC 7518 and of Entra's keys.
+const MIN_MODULUS_BYTES: usize = 256;
+
+/// One usable signing key.
+pub struct SigningKey {
+    pub key: DecodingKey,
+    /// The algorithm the JWK pins, if it names one; a token must then use exactly it.
+    pub alg: Option<Algorithm>,
+}
+
+/// The keys of one tenant by `kid`.
+pub type KeyMap = HashMap<String, Arc<SigningKey>>;
+
+/// Why a key fetch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFetchError {
+    #[error("GET {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("GET {url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: response larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("GET {url}: invalid JSON: {message}")]
+    Json { url: String, message: String },
+    #[error("discovery document at {url} names jwks_uri {jwks_uri}, which is not on the authority's host")]
+    ForeignJwksUri { url: String, jwks_uri: String },
+    #[error("discovery document at {url} is for issuer {issuer}, not this tenant")]
+    WrongIssuer { url: String, issuer: String },
+    #[error("JWKS at {url} holds no usable RSA signing key")]
+    NoUsableKeys { url: String },
+}
+
+/// Fetches discovery (when configured) and the JWKS, and parses the keys.
+pub async fn fetch_keys(
+    client: &reqwest::Client,
+    tenant: &str,
+    source: &KeySource,
+    allowed: &[Algorithm],
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<KeyMap, KeyFetchError> {
+    let jwks_uri = match source {
+        KeySource::Jwks { uri } => uri.clone(),
+        KeySource::Discovery { authority } => {
+            let url = format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration");
+            let doc: Discovery = get_json(client, &url, max_bytes, timeout).await?;
+            if let Some(issuer) = &doc.issuer {
+                if issuer != &super::v2_issuer(tenant) {
+                    return Err(KeyFetchError::WrongIssuer {
+                        url,
+                        issuer: issuer.clone(),
+                    });
+                }
+            }
+            if origin(&doc.jwks_uri) != origin(authority) {
+                return Err(KeyFetchError::ForeignJwksUri {
+                    url,
+                    jwks_uri: doc.jwks_uri,
+                });
+            }
+            doc.jwks_uri
+        }
+    };
+    let doc: JwksDocument = get_json(client, &jwks_uri, max_bytes, timeout).await?;
+    let keys = parse_jwks(doc, tenant, allowed);
+    if keys.is_empty() {
+        return Err(KeyFetchError::NoUsableKeys { url: jwks_uri });
+    }
+    Ok(keys)
+}
+
+/// `scheme://host[:port]` of a URL, lower-cased; the whole string when it has no path.
+fn origin(url: &str) -> String {
+    let rest = url.split_once("://").map(|(s, r)| (s, r));
+    match rest {
+        Some((scheme, r)) => {
+            let host = r.split(['/', '?', '#']).next().unwrap_or("");
+            format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            )
+        }
+        None => url.to_ascii_lowercase(),
+    }
+}
+
+async fn get_json<T: for<'de> Deserialize<'de>>(
+    client: &reqwest::Client,
+    url: &str,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<T, KeyFetchError> {
+    let transport = |e: reqwest::Error| KeyFetchError::Transport {
+        url: url.to_string(),
+        message: e.to_string(),
+    };
+    let body = tokio::time::timeout(timeout, async {
+        let mut resp = client.get(url).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(KeyFetchError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let too_large = || KeyFetchError::TooLarge {
+            url: url.to_string(),
+            limit: max_bytes,
+        };
+        if resp.content_length().is_some_and(|l| l > max_bytes as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    })
+    .await
+    .map_err(|_| KeyFetchError::Transport {
+        url: url.to_string(),
+        message: format!("timed out after {timeout:?}"),
+    })??;
+    serde_json::from_slice(&body).map_err(|e| KeyFetchError::Json {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: Option<String>,
+    jwks_uri: String,
+}
+
+/// A JWKS document; keys are parsed one by one so a single odd key cannot hide the others.
+#[derive(Deserialize)]
+pub struct JwksDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: String,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    n: String,
+    e: String,
+    issuer: Option<String>,
+}
+
+/// Keeps the RSA signature keys that fit this tenant and the allowed algorithms.
+pub fn parse_jwks(doc: JwksDocument, tenant: &str, allowed: &[Algorithm]) -> KeyMap {
+    let mut out = KeyMap::new();
+    for raw in doc.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw) else {
+            continue;
+        };
+        if jwk.kty != "RSA" || jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let alg = match jwk.alg.as_deref().map(Algorithm::from_str) {
+            None => None,
+            Some(Ok(a)) if allowed.contains(&a) => Some(a),
+            Some(_) => continue,
+        };
+        // Multi-tenant key sets carry a templated issuer; a concrete one must be this tenant's.
+        if let Some(issuer) = &jwk.issuer {
+            let issuer = issuer.replace("{tenantid}", tenant);
+            if issuer != super::v2_issuer(tenant) && issuer != super::v1_issuer(tenant) {
+                continue;
+            }
+        }
+        let Ok(key) = DecodingKey::from_rsa_components(&jwk.n, &jwk.e) else {
+            continue;
+        };
+        if modulus_len(&jwk.n) < MIN_MODULUS_BYTES {
+            continue;
+        }
+        out.insert(jwk.kid, Arc::new(SigningKey { key, alg }));
+    }
+    out
+}
+
+/// Decoded byte length of a base64url modulus, ignoring leading zero bytes.
+fn modulus_len(n: &str) -> usize {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n.trim_end_matches('='))
+        .map(|b| b.iter().skip_while(|x| **x == 0).count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_compares_scheme_and_host_only() {
+        assert_eq!(
+            origin("https://Login.example/t/keys?x"),
+            "https://login.example"
+        );
+        assert_ne!(
+            origin("http://127.0.0.1:1/a"),
+            origin("http://127.0.0.1:2/a")
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! agentgate: a policy-enforcement reverse proxy for AI agents that sign in with Microsoft
+//! Entra Agent ID.
+//!
+//! The request path, module by module: [`proxy`] (pingora phases) -> [`authorize`] (the
+//! transport-free pipeline) -> [`identity`] (keys, token validation, caller kinds) ->
+//! [`directory`] (blueprints, agents, agent users) -> [`policy`] (input, Rego, decision).
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod authorize;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod directory;
+pub mod guid;
+pub mod identity;
+pub mod policy;
+pub mod proxy;
+pub mod telemetry;

@@ -1,0 +1,102 @@
+//! Reading a policy directory: Rego modules, their tests, and data documents.
+
+use aws_lc_rs::digest;
+use std::path::{Path, PathBuf};
+
+/// One file read from the policy directory.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the policy directory, with `/` separators (stable in messages).
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// The contents of a policy directory.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFiles {
+    /// `.rego` modules that decide (not tests).
+    pub modules: Vec<SourceFile>,
+    /// `*_test.rego` modules.
+    pub tests: Vec<SourceFile>,
+    /// `data/*.json` documents, each mounted at `data.<file stem>`.
+    pub data: Vec<SourceFile>,
+}
+
+/// Why a policy directory could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read {path}")]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl PolicyFiles {
+    /// Reads every `.rego` file under `dir` (recursively) and every `dir/data/*.json`.
+    pub fn read(dir: &Path) -> Result<Self, ReadError> {
+        let mut files = PolicyFiles::default();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|source| ReadError {
+                path: d.clone(),
+                source,
+            })?;
+            for entry in entries {
+                let path = entry
+                    .map_err(|source| ReadError {
+                        path: d.clone(),
+                        source,
+                    })?
+                    .path();
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if file_name.starts_with('.') {
+                    continue; // editor swap files and hidden directories
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let bucket = if file_name.ends_with("_test.rego") {
+                    &mut files.tests
+                } else if file_name.ends_with(".rego") {
+                    &mut files.modules
+                } else if file_name.ends_with(".json") && path.parent() == Some(&dir.join("data")) {
+                    &mut files.data
+                } else {
+                    continue;
+                };
+                let text = std::fs::read_to_string(&path).map_err(|source| ReadError {
+                    path: path.clone(),
+                    source,
+                })?;
+                bucket.push(SourceFile { name, path, text });
+            }
+        }
+        for list in [&mut files.modules, &mut files.tests, &mut files.data] {
+            list.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(files)
+    }
+
+    /// A content hash over every file (names and bytes): the revision of this set.
+    pub fn revision(&self) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        for f in self.modules.iter().chain(&self.tests).chain(&self.data) {
+            ctx.update(f.name.as_bytes());
+            ctx.update(&[0]);
+            ctx.update(f.text.as_bytes());
+            ctx.update(&[0]);
+        }
+        ctx.finish()
+            .as_ref()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}

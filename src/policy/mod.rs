@@ -1,0 +1,115 @@
+//! Policy: the Rego files and directory data an operator edits, compiled into an immutable
+//! [`PolicySnapshot`] that the gateway swaps atomically.
+//!
+//! Evaluation ([`PolicySnapshot::decide`]) is bounded in time and fails closed: only an
+//! `allow` of exactly `true` in a well-formed decision lets a request through.
+
+pub mod decision;
+pub mod engine;
+pub mod files;
+pub mod input;
+pub mod testing;
+
+pub use decision::{Decision, DecisionError};
+pub use files::PolicyFiles;
+
+use crate::directory::{Directory, DirectoryError};
+use engine::CompiledPolicy;
+use input::PreparedDirectory;
+use regorus::Value;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// The directory document's file name under `data/`.
+pub const DIRECTORY_FILE: &str = "data/directory.json";
+
+/// Why a policy directory could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyLoadError {
+    #[error(transparent)]
+    Read(#[from] files::ReadError),
+    /// Occurs when a module does not parse or compile; the message names file:line:column.
+    #[error("{message}")]
+    Rego { message: String },
+    /// Occurs when a data document is not valid JSON.
+    #[error("{file}:{line}:{column}: {message}")]
+    Data {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// Occurs when no module defines `data.agentgate.decision`.
+    #[error("no module defines data.agentgate.decision ({message}): add `package agentgate` with a `decision` rule")]
+    NoEntrypoint { message: String },
+    /// Occurs when the policy directory has no deciding module at all.
+    #[error("no .rego files found in {dir}")]
+    NoModules { dir: String },
+    /// Occurs when Rego unit tests fail; the set is not used.
+    #[error("{} Rego test(s) failed: {}", failed.len(), failed.join(", "))]
+    TestsFailed { failed: Vec<String> },
+}
+
+/// One complete, immutable policy set: modules, data, directory and revision.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    /// Content hash of every file in the set.
+    pub revision: String,
+    pub loaded_at: SystemTime,
+    pub directory: Directory,
+    pub prepared: PreparedDirectory,
+    compiled: CompiledPolicy,
+}
+
+impl PolicySnapshot {
+    /// Reads, validates and compiles the policy directory. With `run_tests`, the set's Rego
+    /// unit tests must all pass too.
+    pub fn load(dir: &Path, timeout: Duration, run_tests: bool) -> Result<Self, PolicyLoadError> {
+        let files = PolicyFiles::read(dir)?;
+        Self::from_files(&files, timeout, run_tests)
+    }
+
+    /// Builds a snapshot from files already read.
+    pub fn from_files(
+        files: &PolicyFiles,
+        timeout: Duration,
+        run_tests: bool,
+    ) -> Result<Self, PolicyLoadError> {
+        if files.modules.is_empty() {
+            return Err(PolicyLoadError::NoModules {
+                dir: "the policy directory".into(),
+            });
+        }
+        let directory = match files.data.iter().find(|f| f.name == DIRECTORY_FILE) {
+            Some(f) => Directory::parse(&f.text, Path::new(&f.name))?,
+            None => Directory::default(),
+        };
+        let compiled = CompiledPolicy::compile(files, timeout, Value::new_object())?;
+        if run_tests {
+            let failed: Vec<String> = testing::run_tests(files)?
+                .into_iter()
+                .filter(|t| !t.passed)
+                .map(|t| format!("{} ({})", t.name, t.detail.unwrap_or_default()))
+                .collect();
+            if !failed.is_empty() {
+                return Err(PolicyLoadError::TestsFailed { failed });
+            }
+        }
+        Ok(Self {
+            revision: files.revision(),
+            loaded_at: SystemTime::now(),
+            prepared: PreparedDirectory::new(&directory),
+            directory,
+            compiled,
+        })
+    }
+
+    /// Evaluates the decision for `input`.
+    pub fn decide(&self, input: Value) -> Result<Decision, DecisionError> {
+        let value = self.compiled.evaluate(input)?;
+        Decision::from_value(&value)
+    }
+}

@@ -1,0 +1,74 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, meant for loopback.
+
+use crate::authorize::Authorizer;
+use crate::telemetry::Metrics;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+/// Serves health and metrics.
+pub struct Admin {
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let keys = self.authorizer.validator().keys();
+        let snapshot = self.authorizer.policy().load();
+        let ready = keys.ready();
+        let body = serde_json::json!({
+            "ready": ready,
+            "revision": snapshot.revision,
+            "policy_loaded_at_unix": snapshot.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "tenants": keys.status(),
+            "cached_tokens": self.authorizer.cached_tokens(),
+        });
+        (ready, body)
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_str(content_type)
+            .unwrap_or(http::HeaderValue::from_static("text/plain")),
+    );
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/healthz" => respond(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/readyz" => {
+                let (ready, body) = self.readiness();
+                respond(
+                    if ready { 200 } else { 503 },
+                    "application/json",
+                    body.to_string().into_bytes(),
+                )
+            }
+            "/metrics" => {
+                self.metrics
+                    .observe_keys(&self.authorizer.validator().keys().status());
+                respond(200, "text/plain; version=0.0.4", self.metrics.render())
+            }
+            _ => respond(
+                404,
+                "application/json",
+                br#"{"error":"not_found"}"#.to_vec(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The pingora `ProxyHttp` implementation: one short method per phase, each delegating.
+//!
+//! `request_filter` routes, authorises and either writes the refusal or lets the request
+//! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
+//! headers; `fail_to_proxy` maps upstream failures; `logging` records the decision once.
+
+use super::headers::{add_identity_headers, strip_identity_headers};
+use super::respond::{send, Rejection};
+use super::routes::{check_path, Route, RouteTable};
+use crate::authorize::{Allowed, Authenticated, Authorizer, RequestLine};
+use crate::telemetry::{DecisionLog, DecisionRecord, Metrics};
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Shared state of the proxy service.
+pub struct Gateway {
+    pub routes: Arc<RouteTable>,
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: Arc<Metrics>,
+    pub decision_log: Arc<DecisionLog>,
+    ids: DecisionIds,
+}
+
+/// Per-request facts carried between phases.
+pub struct RequestCtx {
+    started: Instant,
+    decision_id: String,
+    route: Option<Arc<Route>>,
+    caller: Option<Arc<Authenticated>>,
+    allowed: Option<Allowed>,
+    revision: Option<String>,
+    /// Reason code of the outcome, for logs and metrics.
+    reason: String,
+    /// When the request left for the upstream.
+    forwarded_at: Option<Instant>,
+    tries: usize,
+}
+
+/// Decision ids: a random per-process prefix and a counter; unique and cheap.
+struct DecisionIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl DecisionIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        // A fixed prefix only weakens uniqueness across restarts, never security.
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        Self {
+            prefix: u64::from_le_bytes(bytes),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:016x}", self.prefix, n)
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        routes: Arc<RouteTable>,
+        authorizer: Arc<Authorizer>,
+        metrics: Arc<Metrics>,
+        decision_log: Arc<DecisionLog>,
+    ) -> Self {
+        Self {
+            routes,
+            authorizer,
+            metrics,
+            decision_log,
+            ids: DecisionIds::new(),
+        }
+    }
+
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        r: Rejection<'_>,
+    ) -> Result<bool> {
+        ctx.reason = r.reason.to_string();
+        send(session, &r, &ctx.decision_id).await?;
+        Ok(true)
+    }
+
+    fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+        let allow = ctx.allowed.is_some();
+        let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
+        let snapshot = self.authorizer.policy().load();
+        let blueprint_entry = caller
+            .and_then(|c| c.blueprint_id.as_deref())
+            .and_then(|bp| snapshot.directory.blueprints.get(bp));
+        let agent_entry = caller
+            .and_then(|c| c.agent_id())
+            .and_then(|a| snapshot.directory.agents.get(a));
+        let blueprint_label = match caller.and_then(|c| c.blueprint_id.as_deref()) {
+            None => "none",
+            Some(bp) if blueprint_entry.is_some() => bp,
+            Some(_) => "unknown",
+        };
+        let route = ctx.route.as_ref().map(|r| &*r.id);
+        let decision = if allow { "allow" } else { "deny" };
+        let kind = caller.map_or("none", |c| c.kind.as_str());
+        self.metrics
+            .requests
+            .with_label_values(&[
+                route.unwrap_or("none"),
+                decision,
+                &ctx.reason,
+                kind,
+                blueprint_label,
+            ])
+            .inc();
+        let req = session.req_header();
+        self.decision_log.write(&DecisionRecord {
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            decision_id: &ctx.decision_id,
+            route,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            caller_kind: caller.map(|c| c.kind.as_str()),
+            tenant: caller.map(|c| &*c.tenant),
+            client_id: caller.map(|c| &*c.actor_id),
+            agent_id: caller.and_then(|c| c.agent_id()),
+            blueprint_id: caller.and_then(|c| c.blueprint_id.as_deref()),
+            blueprint_name: blueprint_entry.map(|b| b.name.as_str()),
+            sponsors: agent_entry.map_or_else(Vec::new, |a| {
+                a.sponsors.iter().map(|s| s.id.as_str()).collect()
+            }),
+            user_oid: caller.and_then(|c| c.user_oid()),
+            allow,
+            status,
+            reason: &ctx.reason,
+            revision: ctx.revision.as_deref().unwrap_or(""),
+            latency_us: ctx.started.elapsed().as_micros() as u64,
+        });
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn host_of(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            decision_id: self.ids.next(),
+            route: None,
+            caller: None,
+            allowed: None,
+            revision: None,
+            reason: String::new(),
+            forwarded_at: None,
+            tries: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if check_path(path).is_err() {
+            return self
+                .reject(session, ctx, Rejection::plain(400, "invalid_path"))
+                .await;
+        }
+        let Some(route) = self.routes.find(host_of(req), path).cloned() else {
+            return self
+                .reject(session, ctx, Rejection::plain(404, "no_route"))
+                .await;
+        };
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let req = session.req_header();
+        let line = RequestLine {
+            method: req.method.as_str(),
+            host: host_of(req),
+            path,
+            query: req.uri.query().unwrap_or(""),
+            client_ip: &client_ip,
+        };
+        let verdict = self
+            .authorizer
+            .authorize(&req.headers, line, &route.access, now_ns(), false)
+            .await;
+        self.metrics
+            .token_validation_seconds
+            .observe(verdict.token_time.as_secs_f64());
+        if verdict.caller.is_some() && !verdict.policy_time.is_zero() {
+            self.metrics
+                .policy_evaluation_seconds
+                .observe(verdict.policy_time.as_secs_f64());
+        }
+        ctx.route = Some(route);
+        ctx.caller = verdict.caller;
+        ctx.revision = Some(verdict.snapshot.revision.clone());
+        self.metrics
+            .decision_seconds
+            .observe(ctx.started.elapsed().as_secs_f64());
+        match verdict.outcome {
+            Ok(allowed) => {
+                ctx.reason = allowed.reason.to_string();
+                ctx.allowed = Some(allowed);
+                Ok(false)
+            }
+            Err(denial) => {
+                if let crate::authorize::Denial::PolicyError(e) = &denial {
+                    tracing::error!(decision_id = %ctx.decision_id, revision = %verdict.snapshot.revision, error = %e, "policy could not decide; denying");
+                }
+                self.reject(session, ctx, Rejection::for_denial(&denial))
+                    .await
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
+        let backend = route
+            .upstreams
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream available"))?;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.options.connection_timeout = Some(route.config.connect_timeout);
+        peer.options.total_connection_timeout = Some(route.config.connect_timeout);
+        peer.options.read_timeout = Some(route.config.read_timeout);
+        peer.options.write_timeout = Some(route.config.read_timeout);
+        ctx.tries += 1;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_identity_headers(upstream);
+        let (Some(route), Some(caller), Some(allowed)) = (&ctx.route, &ctx.caller, &ctx.allowed)
+        else {
+            // Only allowed requests reach this phase; anything else is a bug, so refuse.
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "unauthorised request reached the upstream phase",
+            ));
+        };
+        if !route.config.forward_authorization {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
+        add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
+        ctx.forwarded_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(allowed) = &ctx.allowed {
+            response.insert_header("x-agentgate-decision-id", ctx.decision_id.as_str())?;
+            for (n, v) in &allowed.response_headers {
+                response.append_header(n.clone(), v.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Another upstream of the route may be up: try each once before giving up.
+        let upstreams = ctx.route.as_ref().map_or(1, |r| r.config.upstreams.len());
+        if ctx.tries < upstreams {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, reason) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, "http_error"),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, "upstream_timeout")
+            }
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::ConnectProxyFailure
+            | ErrorType::SocketError => (502, "upstream_unreachable"),
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => (502, "upstream_error"),
+                pingora::ErrorSource::Downstream => (400, "bad_request"),
+                _ => (500, "internal_error"),
+            },
+        };
+        // A client that went away needs no answer.
+        let gone = matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        ) && *e.esource() == pingora::ErrorSource::Downstream;
+        ctx.reason = reason.to_string();
+        if !gone && session.response_written().is_none() {
+            if let Err(err) =
+                send(session, &Rejection::plain(status, reason), &ctx.decision_id).await
+            {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: if gone { 0 } else { status },
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(route), Some(at)) = (&ctx.route, ctx.forwarded_at) {
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[&*route.id])
+                .observe(at.elapsed().as_secs_f64());
+            if ctx.allowed.is_some() {
+                let class = match status {
+                    100..=199 => "1xx",
+                    200..=299 => "2xx",
+                    300..=399 => "3xx",
+                    400..=499 => "4xx",
+                    _ => "5xx",
+                };
+                self.metrics
+                    .upstream_responses
+                    .with_label_values(&[&*route.id, class])
+                    .inc();
+            }
+        }
+        self.record(session, ctx, status);
+    }
+}

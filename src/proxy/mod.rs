@@ -1,0 +1,137 @@
+//! The proxy process: wiring config, keys, policy and pingora services together.
+
+pub mod admin;
+pub mod gateway;
+pub mod headers;
+pub mod respond;
+pub mod routes;
+
+use crate::authorize::Authorizer;
+use crate::config::Config;
+use crate::identity::{KeyStore, TokenValidator};
+use crate::policy::{PolicyLoadError, PolicySnapshot};
+use crate::telemetry::{DecisionLog, Metrics};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("policy set in {dir} is not usable")]
+    Policy {
+        dir: String,
+        source: PolicyLoadError,
+    },
+    #[error("failed to build the HTTP client for key fetches")]
+    Client(#[from] reqwest::Error),
+    #[error("failed to build an upstream balancer")]
+    Upstream(#[from] std::io::Error),
+    #[error("failed to register metrics")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Process options from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take over the listening sockets of a running instance.
+    pub upgrade: bool,
+    /// Detach into the background.
+    pub daemon: bool,
+}
+
+/// The long-lived parts shared by the services.
+pub struct Parts {
+    pub authorizer: Arc<Authorizer>,
+    pub keys: Arc<KeyStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the decision pipeline from the configuration (no sockets opened).
+pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
+    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, true).map_err(
+        |source| StartError::Policy {
+            dir: config.policy.dir.display().to_string(),
+            source,
+        },
+    )?;
+    tracing::info!(revision = %snapshot.revision, dir = %config.policy.dir.display(), "policy set loaded");
+    let keys = Arc::new(KeyStore::new(&config.identity)?);
+    let validator = TokenValidator::new(keys.clone(), &config.identity);
+    let authorizer = Arc::new(Authorizer::new(
+        validator,
+        &config.identity,
+        &config.token_cache,
+        config.policy.input_headers.clone(),
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+    ));
+    Ok(Parts {
+        authorizer,
+        keys,
+        metrics: Arc::new(Metrics::new()?),
+    })
+}
+
+struct KeyRefresh(Arc<KeyStore>);
+
+#[async_trait]
+impl BackgroundService for KeyRefresh {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run_refresh(shutdown).await;
+    }
+}
+
+/// Starts the gateway with `parts` and serves until shutdown; never returns on success.
+pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
+    let routes = Arc::new(routes::RouteTable::new(&config.routes)?);
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        pid_file: config.server.pid_file.clone(),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let gateway = gateway::Gateway::new(
+        routes,
+        parts.authorizer.clone(),
+        parts.metrics.clone(),
+        Arc::new(DecisionLog::stdout()),
+    );
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "agentgate");
+    for l in &config.listeners {
+        proxy.add_tcp(&l.to_string());
+    }
+    let mut admin = Service::new(
+        "agentgate admin".to_string(),
+        admin::Admin {
+            authorizer: parts.authorizer.clone(),
+            metrics: parts.metrics.clone(),
+        },
+    );
+    admin.add_tcp(&config.admin.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
+    for l in &config.listeners {
+        tracing::info!(address = %l, "proxy listening");
+    }
+    tracing::info!(address = %config.admin, "admin listening (/healthz /readyz /metrics)");
+    server.run_forever()
+}

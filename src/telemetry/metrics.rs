@@ -1,0 +1,136 @@
+//! Every metric the gateway exports, defined in one place.
+
+use crate::identity::keys::TenantKeyStatus;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets in seconds, from 10 µs to 10 s.
+const BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The gateway's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub decision_seconds: Histogram,
+    pub token_validation_seconds: Histogram,
+    pub policy_evaluation_seconds: Histogram,
+    pub upstream_seconds: HistogramVec,
+    pub upstream_responses: IntCounterVec,
+    key_fetches: IntCounterVec,
+    keys_loaded: IntGaugeVec,
+    key_age_seconds: IntGaugeVec,
+}
+
+fn histogram(name: &str, help: &str) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_requests_total",
+                    "Requests by route, decision, reason, caller kind and blueprint.",
+                ),
+                &["route", "decision", "reason", "caller_kind", "blueprint"],
+            )?,
+            decision_seconds: histogram(
+                "agentgate_decision_seconds",
+                "Time the gateway adds before a request is forwarded or refused.",
+            )?,
+            token_validation_seconds: histogram(
+                "agentgate_token_validation_seconds",
+                "Bearer token validation time (cache hits included).",
+            )?,
+            policy_evaluation_seconds: histogram(
+                "agentgate_policy_evaluation_seconds",
+                "Rego policy evaluation time, input building included.",
+            )?,
+            upstream_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "agentgate_upstream_seconds",
+                    "Time from forwarding to the end of the upstream response.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["route"],
+            )?,
+            upstream_responses: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_upstream_responses_total",
+                    "Upstream responses by status class.",
+                ),
+                &["route", "class"],
+            )?,
+            key_fetches: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_key_fetches_total",
+                    "Signing key fetches by tenant and result.",
+                ),
+                &["tenant", "result"],
+            )?,
+            keys_loaded: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_signing_keys",
+                    "Signing keys currently loaded per tenant.",
+                ),
+                &["tenant"],
+            )?,
+            key_age_seconds: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_signing_keys_age_seconds",
+                    "Seconds since the last good key fetch per tenant.",
+                ),
+                &["tenant"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.decision_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.token_validation_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_evaluation_seconds.clone()))?;
+        m.registry.register(Box::new(m.upstream_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.upstream_responses.clone()))?;
+        m.registry.register(Box::new(m.key_fetches.clone()))?;
+        m.registry.register(Box::new(m.keys_loaded.clone()))?;
+        m.registry.register(Box::new(m.key_age_seconds.clone()))?;
+        Ok(m)
+    }
+
+    /// Brings the key gauges and counters up to date with the key store's state.
+    pub fn observe_keys(&self, status: &[TenantKeyStatus]) {
+        for t in status {
+            let tenant = t.tenant.as_str();
+            self.keys_loaded
+                .with_label_values(&[tenant])
+                .set(t.keys as i64);
+            self.key_age_seconds
+                .with_label_values(&[tenant])
+                .set(t.age_seconds.map_or(-1, |a| a as i64));
+            for (result, total) in [("ok", t.fetches_ok), ("error", t.fetches_failed)] {
+                let c = self.key_fetches.with_label_values(&[tenant, result]);
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a metric family error would be a bug.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "failed to encode metrics");
+        }
+        out
+    }
+}
