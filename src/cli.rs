@@ -60,7 +60,7 @@ enum TokenCommand {
     ///
     /// Example: agentgate token mint --kind agent_app --client dddddddd-4444-4444-4444-000000000001
     ///          --blueprint cccccccc-3333-3333-3333-000000000001 --role Orders.Read.All
-    Mint(MintArgs),
+    Mint(Box<MintArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +146,8 @@ fn check(args: &ConfigArg) -> Result<()> {
     Ok(())
 }
 
-fn mint(args: MintArgs) -> Result<()> {
+fn mint(args: Box<MintArgs>) -> Result<()> {
+    let args = *args;
     let config = load(&args.config)?;
     let Some(kind) = CallerKind::parse(&args.kind) else {
         bail!("unknown kind {:?}: use one of agent_app, agent_obo, agent_user, app, user, app_obo_agent_user", args.kind);

@@ -86,8 +86,7 @@ pub async fn fetch_keys(
 
 /// `scheme://host[:port]` of a URL, lower-cased; the whole string when it has no path.
 fn origin(url: &str) -> String {
-    let rest = url.split_once("://").map(|(s, r)| (s, r));
-    match rest {
+    match url.split_once("://") {
         Some((scheme, r)) => {
             let host = r.split(['/', '?', '#']).next().unwrap_or("");
             format!(

@@ -105,7 +105,7 @@ pub struct PreparedDirectory {
     agents: HashMap<String, Value>,
 }
 
-fn object<'k, const N: usize>(pairs: [(&'k Value, Value); N]) -> Value {
+fn object<const N: usize>(pairs: [(&Value, Value); N]) -> Value {
     let map: BTreeMap<Value, Value> = pairs.into_iter().map(|(k, v)| (k.clone(), v)).collect();
     Value::from(map)
 }

@@ -1,0 +1,193 @@
+//! Criterion benchmarks of the decision path, without network on the measured path: token
+//! validation (RS256, cache miss and hit), caller classification, input building, policy
+//! evaluation of the shipped set, and the whole decision.
+//!
+//! Full run: `cargo bench --bench decision`. Smoke: `cargo bench --bench decision -- --quick`.
+//! Keys are fetched once at setup from a dev issuer on loopback, as the gateway would.
+
+use agentgate::authorize::{Authorizer, RequestLine, RouteAccess};
+use agentgate::config::Config;
+use agentgate::dev::servers::{serve_issuer, IssuerState};
+use agentgate::dev::{SigningIdentity, TokenSpec};
+use agentgate::identity::caller::classify_unverified;
+use agentgate::identity::{CallerKind, KeyStore, TokenValidator};
+use agentgate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
+use agentgate::policy::PolicySnapshot;
+use arc_swap::ArcSwap;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const TENANT: &str = "aaaaaaaa-1111-1111-1111-000000000001";
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    config: Config,
+    key: SigningIdentity,
+    keys: Arc<KeyStore>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn setup() -> Setup {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let key = SigningIdentity::from_pem(
+        &std::fs::read(root.join("tests/data/keys/primary.pem")).unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(serve_issuer(
+        listener,
+        IssuerState::new(addr, vec![key.jwk.clone()]),
+    ));
+    let text = std::fs::read_to_string(root.join("config/agentgate.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8400", &format!("http://{addr}"));
+    let config = Config::parse(&text, &root.join("config/agentgate.toml")).unwrap();
+    let keys = Arc::new(KeyStore::new(&config.identity).unwrap());
+    rt.block_on(keys.refresh_due());
+    assert!(keys.ready(), "keys did not load from the loopback issuer");
+    Setup {
+        rt,
+        config,
+        key,
+        keys,
+    }
+}
+
+fn agent_token(s: &Setup, uti: u64) -> String {
+    let mut extra = serde_json::Map::new();
+    extra.insert("uti".into(), uti.into());
+    let spec = TokenSpec {
+        kind: CallerKind::AgentApp,
+        tenant: TENANT.into(),
+        version: "1.0".into(),
+        audience: "api://bbbbbbbb-2222-2222-2222-000000000001".into(),
+        client: "dddddddd-4444-4444-4444-000000000001".into(),
+        blueprint: Some("cccccccc-3333-3333-3333-000000000001".into()),
+        subject: None,
+        roles: vec!["Orders.Read.All".into()],
+        scopes: vec![],
+        issued_at: now(),
+        lifetime_secs: 3600,
+        extra,
+    };
+    s.key.sign(&spec.claims()).unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let s = setup();
+    let validator = TokenValidator::new(s.keys.clone(), &s.config.identity);
+    let token = agent_token(&s, 1);
+    let snapshot = Arc::new(
+        PolicySnapshot::load(&s.config.policy.dir, s.config.policy.timeout, false).unwrap(),
+    );
+    let route = RouteAccess {
+        audiences: s.config.routes[0].audiences.clone(),
+        input: RouteInput::new("orders", "/orders"),
+    };
+
+    c.bench_function("token/verify_rs256_uncached", |b| {
+        b.iter(|| s.rt.block_on(validator.verify(&token, now())).unwrap())
+    });
+
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    c.bench_function("caller/classify", |b| {
+        b.iter(|| classify_unverified(&claims).unwrap())
+    });
+
+    let verified = s.rt.block_on(validator.verify(&token, now())).unwrap();
+    let token_input = TokenInput::new(&verified);
+    let resolution = snapshot.directory.resolve(&verified.caller).unwrap();
+    let facts = RequestFacts {
+        method: "GET",
+        host: "api.contoso.example",
+        path: "/orders/42",
+        query: "",
+        client_ip: "127.0.0.1",
+        headers: vec![("user-agent", "bench")],
+        time_ns: now() * 1_000_000_000,
+    };
+    c.bench_function("policy/input_build", |b| {
+        b.iter(|| {
+            build_input(
+                &facts,
+                &route.input,
+                &verified,
+                &token_input,
+                &snapshot.prepared,
+                &resolution,
+            )
+        })
+    });
+    let input = build_input(
+        &facts,
+        &route.input,
+        &verified,
+        &token_input,
+        &snapshot.prepared,
+        &resolution,
+    );
+    c.bench_function("policy/evaluate_shipped", |b| {
+        b.iter(|| snapshot.decide(input.clone()).unwrap())
+    });
+
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let line = RequestLine {
+        method: "GET",
+        host: "api.contoso.example",
+        path: "/orders/42",
+        query: "",
+        client_ip: "127.0.0.1",
+    };
+    for (name, cache) in [
+        ("decision/whole_cached_token", true),
+        ("decision/whole_uncached_token", false),
+    ] {
+        let mut cache_cfg = s.config.token_cache.clone();
+        cache_cfg.enabled = cache;
+        let authorizer = Authorizer::new(
+            TokenValidator::new(s.keys.clone(), &s.config.identity),
+            &s.config.identity,
+            &cache_cfg,
+            s.config.policy.input_headers.clone(),
+            Arc::new(ArcSwap::new(snapshot.clone())),
+        );
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let v = s.rt.block_on(authorizer.authorize(
+                    &headers,
+                    line,
+                    &route,
+                    now() * 1_000_000_000,
+                    false,
+                ));
+                assert!(v.outcome.is_ok());
+            })
+        });
+    }
+}
+
+criterion_group!(decision, benches);
+criterion_main!(decision);

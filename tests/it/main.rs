@@ -1,0 +1,13 @@
+//! Integration tests: the real `agentgate` binary on loopback, with an in-process dev issuer
+//! (OIDC discovery + JWKS) and an echo upstream. Every test starts its own gateway on fresh
+//! ports, so tests run in parallel.
+
+mod support;
+
+mod caller_kinds;
+mod fixtures;
+mod keys;
+mod policy_rules;
+mod proxying;
+mod rego;
+mod token_checks;

@@ -1,0 +1,171 @@
+//! The proxy around the decision: routing, header hygiene, upstream failures, and policies
+//! that cannot decide.
+
+use crate::support::*;
+use agentgate::identity::CallerKind;
+
+#[test]
+fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let reply = gw.call_with(
+        "GET",
+        "/orders/1",
+        Some(&token),
+        &[
+            ("x-agentgate-agent-id", "forged"),
+            ("X-AgentGate-Blueprint-Id", "forged"),
+            ("x-agentgate-user-oid", "forged"),
+            ("x-agentgate-anything", "forged"),
+        ],
+    );
+    reply.assert_allowed();
+    assert_eq!(
+        reply.upstream_header("x-agentgate-agent-id"),
+        Some(AGENT_EMEA)
+    );
+    assert_eq!(
+        reply.upstream_header("x-agentgate-blueprint-id"),
+        Some(BP_SALES)
+    );
+    assert_eq!(
+        reply.upstream_header("x-agentgate-user-oid"),
+        None,
+        "app-only calls act for no user"
+    );
+    assert_eq!(reply.upstream_header("x-agentgate-anything"), None);
+    let echoed = reply.body["headers"].to_string();
+    assert!(!echoed.contains("forged"), "{echoed}");
+    // The decision id the client sees is the one the upstream got.
+    assert_eq!(
+        reply
+            .headers
+            .get("x-agentgate-decision-id")
+            .and_then(|v| v.to_str().ok()),
+        reply.upstream_header("x-agentgate-decision-id")
+    );
+}
+
+#[test]
+fn routing_and_path_hygiene() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    gw.call("GET", "/ordersx", Some(&token))
+        .assert_denied(404, "no_route");
+    gw.call("GET", "/orders/%2e%2e%2fadmin", Some(&token))
+        .assert_denied(400, "invalid_path");
+    let reply = gw.call("GET", "/orders/42?x=1", Some(&token));
+    reply.assert_allowed();
+    assert_eq!(reply.body["path"], "/orders/42");
+    assert_eq!(reply.body["query"], "x=1");
+}
+
+#[test]
+fn authorization_is_forwarded_only_when_the_route_asks() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            route_extra: "forward_authorization = true".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let reply = gw.call("GET", "/orders/1", Some(&token));
+    reply.assert_allowed();
+    assert_eq!(
+        reply.upstream_header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    // The other route keeps the default.
+    assert_eq!(
+        gw.call("GET", "/crm/1", Some(&token))
+            .upstream_header("authorization"),
+        None
+    );
+}
+
+#[test]
+fn upstream_down_is_a_502_and_a_stalled_upstream_a_504() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+
+    let refused = format!("127.0.0.1:{}", free_port());
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![refused]),
+            ..Default::default()
+        },
+    );
+    let reply = gw.call("GET", "/orders/1", Some(&token));
+    reply.assert_denied(502, "upstream_unreachable");
+    assert_eq!(reply.body["error"], "bad_gateway");
+
+    // Accepts connections, never answers: the read timeout (2 s here) gives a 504.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![stalled.local_addr().unwrap().to_string()]),
+            ..Default::default()
+        },
+    );
+    gw.call("GET", "/orders/1", Some(&token))
+        .assert_denied(504, "upstream_timeout");
+
+    // With a second, healthy upstream the refused one is skipped.
+    let refused = format!("127.0.0.1:{}", free_port());
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![refused, servers.upstream.to_string()]),
+            ..Default::default()
+        },
+    );
+    for _ in 0..4 {
+        gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    }
+}
+
+#[test]
+fn policies_that_cannot_decide_fail_closed() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let cases = [
+        ("runtime error", "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"allowed\", \"n\": to_number(\"not a number\")}\n"),
+        ("conflicting rules", "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"a\"} if input.request.method == \"GET\"\n\ndecision := {\"allow\": true, \"reason\": \"b\"} if input.route.id == \"orders\"\n"),
+        ("undefined", "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"allowed\"} if input.request.method == \"NEVER\"\n"),
+        ("allow is not a boolean", "package agentgate\n\ndecision := {\"allow\": \"true\", \"reason\": \"allowed\"}\n"),
+        ("not an object", "package agentgate\n\ndecision := true\n"),
+    ];
+    for (what, rego) in cases {
+        let gw = Gateway::start(
+            &servers,
+            GatewaySpec {
+                rego: Some(vec![("policy.rego", rego.to_string())]),
+                ..Default::default()
+            },
+        );
+        let reply = gw.call("GET", "/orders/1", Some(&token));
+        assert_eq!(
+            (reply.status, reply.reason()),
+            (403, "policy_error"),
+            "{what}: {}",
+            reply.body
+        );
+        assert!(
+            gw.stderr().contains("policy could not decide"),
+            "{what}: the failure is logged"
+        );
+    }
+}

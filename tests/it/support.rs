@@ -1,0 +1,416 @@
+//! The test harness: keys, the issuer, the echo upstream, and gateway processes.
+
+use agentgate::dev::servers::{serve_issuer, serve_sample_api, IssuerState};
+use agentgate::dev::{SigningIdentity, TokenSpec};
+use agentgate::identity::CallerKind;
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const TENANT_A: &str = "aaaaaaaa-1111-1111-1111-000000000001";
+pub const TENANT_B: &str = "aaaaaaaa-1111-1111-1111-000000000002";
+pub const API: &str = "bbbbbbbb-2222-2222-2222-000000000001";
+pub const API_URI: &str = "api://bbbbbbbb-2222-2222-2222-000000000001";
+pub const BP_SALES: &str = "cccccccc-3333-3333-3333-000000000001";
+pub const BP_INVOICE: &str = "cccccccc-3333-3333-3333-000000000002";
+pub const BP_LEGACY: &str = "cccccccc-3333-3333-3333-000000000003";
+pub const AGENT_EMEA: &str = "dddddddd-4444-4444-4444-000000000001";
+pub const AGENT_INVOICE: &str = "dddddddd-4444-4444-4444-000000000002";
+pub const AGENT_SOUTH_AMERICA: &str = "dddddddd-4444-4444-4444-000000000005";
+pub const AGENT_STARTUPS: &str = "dddddddd-4444-4444-4444-000000000006";
+pub const AGENT_LEGACY: &str = "dddddddd-4444-4444-4444-000000000007";
+pub const AGENT_USER_EMEA: &str = "eeeeeeee-5555-5555-5555-000000000001";
+pub const HUMAN: &str = "ffffffff-6666-6666-6666-000000000001";
+pub const CLASSIC_APP: &str = "99999999-7777-7777-7777-000000000001";
+pub const CLASSIC_APP_SP: &str = "99999999-7777-7777-7777-0000000000b1";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A test signing key from tests/data/keys.
+pub fn key(name: &str) -> SigningIdentity {
+    let pem = std::fs::read(repo().join(format!("tests/data/keys/{name}.pem"))).unwrap();
+    SigningIdentity::from_pem(&pem).unwrap()
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token spec with sensible defaults for `kind`, valid now, audience = the API URI.
+pub fn spec(kind: CallerKind) -> TokenSpec {
+    let (client, blueprint, subject) = match kind {
+        CallerKind::AgentApp => (AGENT_EMEA, Some(BP_SALES), None),
+        CallerKind::AgentObo => (AGENT_EMEA, Some(BP_SALES), Some(HUMAN)),
+        CallerKind::AgentUser => (AGENT_EMEA, Some(BP_SALES), Some(AGENT_USER_EMEA)),
+        CallerKind::App => (CLASSIC_APP, None, Some(CLASSIC_APP_SP)),
+        CallerKind::User => (CLASSIC_APP, None, Some(HUMAN)),
+        CallerKind::AppOboAgentUser => (CLASSIC_APP, None, Some(AGENT_USER_EMEA)),
+    };
+    TokenSpec {
+        kind,
+        tenant: TENANT_A.into(),
+        version: "1.0".into(),
+        audience: API_URI.into(),
+        client: client.into(),
+        blueprint: blueprint.map(str::to_string),
+        subject: subject.map(str::to_string),
+        roles: vec!["Orders.Read.All".into()],
+        scopes: vec!["Orders.Read".into()],
+        issued_at: now(),
+        lifetime_secs: 3600,
+        extra: Map::new(),
+    }
+}
+
+/// Serves the issuer and the echo upstream on a runtime of their own.
+pub struct Servers {
+    pub issuer: Arc<IssuerState>,
+    pub upstream: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Servers {
+    /// Starts both servers, the issuer publishing `keys`.
+    pub fn start(keys: &[&SigningIdentity]) -> Servers {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (issuer, upstream) = runtime.block_on(async {
+            let il = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let ul = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let state = IssuerState::new(
+                il.local_addr().unwrap(),
+                keys.iter().map(|k| k.jwk.clone()).collect(),
+            );
+            let upstream = ul.local_addr().unwrap();
+            tokio::spawn(serve_issuer(il, state.clone()));
+            tokio::spawn(serve_sample_api(ul));
+            (state, upstream)
+        });
+        Servers {
+            issuer,
+            upstream,
+            _runtime: runtime,
+        }
+    }
+
+    /// Replaces the published key set.
+    pub fn publish(&self, keys: &[&SigningIdentity]) {
+        self.issuer
+            .keys
+            .store(Arc::new(keys.iter().map(|k| k.jwk.clone()).collect()));
+    }
+
+    pub fn jwks_requests(&self) -> u64 {
+        self.issuer
+            .jwks_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Picks a free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start a gateway.
+pub struct GatewaySpec {
+    /// Replaces the shipped `policies/data/<name>` files.
+    pub data: Vec<(&'static str, Value)>,
+    /// Replaces every shipped `.rego` file with these `(name, text)` modules.
+    pub rego: Option<Vec<(&'static str, String)>>,
+    /// Extra lines for the `[identity]` table.
+    pub identity_extra: String,
+    /// Upstream addresses for the routes (default: the echo server).
+    pub upstreams: Option<Vec<String>>,
+    pub route_extra: String,
+    pub cache: bool,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            data: Vec::new(),
+            rego: None,
+            identity_extra: String::new(),
+            upstreams: None,
+            route_extra: String::new(),
+            cache: true,
+        }
+    }
+}
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+impl Gateway {
+    /// Starts the gateway binary against `servers` and waits until it is ready.
+    pub fn start(servers: &Servers, spec: GatewaySpec) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        match &spec.rego {
+            None => copy_dir(&repo().join("policies"), &policies),
+            Some(modules) => {
+                std::fs::create_dir_all(policies.join("data")).unwrap();
+                for f in ["directory.json", "access.json"] {
+                    std::fs::copy(
+                        repo().join("policies/data").join(f),
+                        policies.join("data").join(f),
+                    )
+                    .unwrap();
+                }
+                for (name, text) in modules {
+                    std::fs::write(policies.join(name), text).unwrap();
+                }
+            }
+        }
+        for (name, value) in &spec.data {
+            std::fs::write(
+                policies.join("data").join(name),
+                serde_json::to_vec_pretty(value).unwrap(),
+            )
+            .unwrap();
+        }
+        let (port, admin_port) = (free_port(), free_port());
+        let upstreams = spec
+            .upstreams
+            .clone()
+            .unwrap_or_else(|| vec![servers.upstream.to_string()]);
+        let upstreams = serde_json::to_string(&upstreams).unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            r#"
+[server]
+threads = 1
+grace_period = "0s"
+graceful_shutdown_timeout = "1s"
+pid_file = "{d}/agentgate.pid"
+upgrade_sock = "{d}/upgrade.sock"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+
+[identity]
+authority = "http://{issuer}"
+fetch_timeout = "2s"
+{identity_extra}
+
+[[identity.tenants]]
+id = "{TENANT_A}"
+
+[token_cache]
+enabled = {cache}
+
+[policy]
+dir = "policies"
+# Debug builds on a loaded CI machine are far slower than release: a generous budget keeps
+# timeouts meaning "runaway policy", not "slow test machine".
+timeout = "250ms"
+
+[[routes]]
+id = "orders"
+path_prefix = "/orders"
+upstreams = {upstreams}
+audiences = ["{API_URI}", "{API}"]
+connect_timeout = "1s"
+read_timeout = "2s"
+{route_extra}
+
+[[routes]]
+id = "crm"
+path_prefix = "/crm"
+upstreams = {upstreams}
+audiences = ["{API_URI}", "{API}"]
+"#,
+            issuer = servers.issuer.addr,
+            identity_extra = spec.identity_extra,
+            cache = spec.cache,
+            route_extra = spec.route_extra,
+        );
+        let config_path = dir.path().join("agentgate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            dir,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    /// Polls `/readyz` until it answers 200, failing the test after 20 s.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::blocking::Client::new();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited with {status}:\n{}", self.stderr());
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 20 s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends `method path` with an optional bearer token.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        self.call_with(method, path, token, &[])
+    }
+
+    /// Sends a request with extra headers.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().unwrap())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- gateway stderr ---\n{}", self.stderr());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read fully.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl From<reqwest::blocking::Response> for Reply {
+    fn from(r: reqwest::blocking::Response) -> Self {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl Reply {
+    /// The `reason` code of a gateway refusal.
+    pub fn reason(&self) -> &str {
+        self.body["reason"].as_str().unwrap_or("")
+    }
+
+    /// A header the upstream received (from the echo body).
+    pub fn upstream_header(&self, name: &str) -> Option<&str> {
+        self.body["headers"][name].as_str()
+    }
+
+    pub fn www_authenticate(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a refusal with `status` and `reason`.
+    #[track_caller]
+    pub fn assert_denied(&self, status: u16, reason: &str) {
+        assert_eq!(
+            (self.status, self.reason()),
+            (status, reason),
+            "body: {}",
+            self.body
+        );
+        assert!(self.body["decision_id"]
+            .as_str()
+            .is_some_and(|d| d.len() == 32));
+    }
+
+    /// Asserts the request reached the upstream.
+    #[track_caller]
+    pub fn assert_allowed(&self) {
+        assert_eq!(self.status, 200, "body: {}", self.body);
+        assert_eq!(self.body["service"], "sample-api", "body: {}", self.body);
+    }
+}
+
+/// Mints a token from `spec` with `key`.
+pub fn mint(key: &SigningIdentity, spec: &TokenSpec) -> String {
+    key.sign(&spec.claims()).unwrap()
+}
