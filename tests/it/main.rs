@@ -6,6 +6,7 @@ mod support;
 
 mod caller_kinds;
 mod fixtures;
+mod input_schema;
 mod keys;
 mod policy_rules;
 mod proxying;

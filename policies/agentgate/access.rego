@@ -1,0 +1,46 @@
+# Route access: the rules of the caller's blueprint for this route
+# (data.access.blueprints[id].routes[route id]) and the method/path matching
+# shared with non_agent.rego.
+#
+# A rule matches when the method is listed (or "*" is) and some path prefix
+# matches. Prefix p matches when the path is p, starts with p + "/", or, when p
+# ends in "/", starts with p; "/" matches everything. The gateway must hand
+# over a normalised path (no "." or ".." segments, no "//", no encoded "/" or
+# "."): prefix matching on a raw path can be walked out of with "/orders/../x".
+package agentgate
+
+# Steps 8-9 for agents. path is the request path plus "/"; field is "roles"
+# for app-only tokens and "scopes" for delegated ones; revoked lists the
+# blueprint's revoked permissions. `allowed` is tried first: it needs a
+# matching rule, so it never overrides route_not_allowed.
+route_decision(inp, rules, path, field, revoked) := {"allow": true, "reason": "allowed"} if {
+	some rule in rules
+	rule_matches(rule, inp.request.method, path)
+	some permission in rule[field]
+	permission in inp.token[field]
+	not permission in revoked
+} else := deny("route_not_allowed") if {
+	not any_rule_matches(rules, inp.request.method, path)
+} else := deny_insufficient_scope("permission_revoked") if {
+	# The token holds a permission the rule asks for, but it is revoked.
+	some rule in rules
+	rule_matches(rule, inp.request.method, path)
+	some permission in rule[field]
+	permission in inp.token[field]
+	permission in revoked
+} else := deny_insufficient_scope(object.get({"roles": "missing_role"}, field, "missing_scope"))
+
+any_rule_matches(rules, method, path) if {
+	some rule in rules
+	rule_matches(rule, method, path)
+}
+
+# path carries a trailing "/", so one startswith covers "equal to p" and
+# "under p/"; the last line keeps "/docs/" from matching "/docs".
+rule_matches(rule, method, path) if {
+	some allowed_method in rule.methods
+	allowed_method in {"*", method}
+	some prefix in rule.path_prefixes
+	startswith(path, concat("", [trim_suffix(prefix, "/"), "/"]))
+	path != prefix
+}

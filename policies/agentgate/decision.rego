@@ -1,0 +1,81 @@
+# Entrypoint: data.agentgate.decision, the one value the gateway reads.
+#
+# Priority comes from `else` chains: the first clause whose body holds wins,
+# and every chain ends in an unconditional clause, so the decision is always
+# defined and can never conflict. Reason codes are a stable API.
+#
+# Steps 1-5 (directory state and risk) are checked inline here: the gateway
+# has already copied them into input.blueprint / input.agent / input.user.
+# They are fail-closed: a flag that is missing or not a boolean denies.
+#
+# Speed: regorus's interpreter pays about 2us per rule reference and 1us per
+# function or builtin call, so the chain reads input directly, helpers are
+# functions that take what they need, and data is only looked up by the
+# caller's own ids.
+package agentgate
+
+decision := agent_decision(input) if {
+	input.token.kind in {"agent_app", "agent_obo", "agent_user"}
+} else := d if {
+	d := non_agent_decision(input, data.access.non_agent[input.route.id])
+} else := deny("non_agent_denied")
+
+agent_decision(inp) := deny("unknown_blueprint") if {
+	not inp.blueprint.known == true
+} else := deny("blueprint_disabled") if {
+	not inp.blueprint.disabled == false
+} else := deny("agent_disabled") if {
+	not inp.agent.enabled == true
+} else := deny("agent_user_disabled") if {
+	# Only the agent's own user account; app_obo_agent_user is a non-agent kind.
+	inp.token.kind == "agent_user"
+	not inp.user.enabled == true
+} else := deny("risk_high") if {
+	inp.blueprint.risk == "high"
+} else := deny("risk_high") if {
+	inp.agent.risk == "high"
+} else := d if {
+	access := data.access
+	d := agent_access_decision(
+		inp,
+		object.get(access.blueprints, inp.blueprint.id, {}),
+		object.get(access, ["agents", inp.agent.id], {}),
+		object.get(access, "named_locations", {}),
+	)
+} else := deny("route_not_allowed")
+
+# Steps 6-9, given the caller's entries in data.access.blueprints and
+# data.access.agents ({} when absent) and data.access.named_locations.
+# Agent conditions apply on top of the blueprint's.
+agent_access_decision(inp, bp, ag, named_locations) := deny("location_denied") if {
+	bp.locations
+	not in_locations(bp.locations, inp.request.client_ip, named_locations)
+} else := deny("location_denied") if {
+	ag.locations
+	not in_locations(ag.locations, inp.request.client_ip, named_locations)
+} else := deny("outside_hours") if {
+	bp.hours
+	not within_hours(bp.hours, inp.request.time_ns)
+} else := deny("outside_hours") if {
+	ag.hours
+	not within_hours(ag.hours, inp.request.time_ns)
+} else := d if {
+	d := route_decision(
+		inp,
+		bp.routes[inp.route.id],
+		concat("", [inp.request.path, "/"]),
+		object.get({"agent_app": "roles"}, inp.token.kind, "scopes"),
+		object.get(inp.blueprint, "revoked_permissions", []),
+	)
+} else := deny("route_not_allowed")
+
+deny(reason) := {"allow": false, "status": 403, "reason": reason}
+
+# Missing or revoked role/scope: the gateway answers with an
+# insufficient_scope challenge.
+deny_insufficient_scope(reason) := {
+	"allow": false,
+	"status": 403,
+	"reason": reason,
+	"error": "insufficient_scope",
+}

@@ -1,0 +1,71 @@
+//! The policy input the gateway builds matches the published JSON Schema, for every caller
+//! kind, known and unknown directory entries alike.
+
+use crate::support::*;
+use agentgate::identity::caller::classify_unverified;
+use agentgate::identity::token::{TokenVersion, VerifiedToken};
+use agentgate::identity::CallerKind;
+use agentgate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
+use agentgate::policy::PolicySnapshot;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn built_inputs_match_the_documented_schema() {
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("docs/policy-input.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let snapshot =
+        PolicySnapshot::load(&repo().join("policies"), Duration::from_secs(1), false).unwrap();
+    let route = RouteInput::new("orders", "/orders");
+    let facts = RequestFacts {
+        method: "GET",
+        host: "api.contoso.example",
+        path: "/orders/42",
+        query: "x=1",
+        client_ip: "127.0.0.1",
+        headers: vec![("user-agent", "test")],
+        time_ns: now() * 1_000_000_000,
+    };
+    let mut unknown_agent = spec(CallerKind::AgentApp);
+    unknown_agent.client = "dddddddd-4444-4444-4444-0000000000ff".into();
+    unknown_agent.blueprint = Some("cccccccc-3333-3333-3333-0000000000ff".into());
+    let specs = CallerKind::ALL.map(spec).into_iter().chain([unknown_agent]);
+    for s in specs {
+        let claims = serde_json::to_vec(&s.claims()).unwrap();
+        let caller = classify_unverified(&claims).unwrap();
+        assert_eq!(caller.kind, s.kind);
+        let token = VerifiedToken {
+            caller,
+            version: TokenVersion::V1,
+            issuer: Arc::from(format!("https://sts.windows.net/{TENANT_A}/")),
+            audience: Arc::from(API_URI),
+            expires_at: now() + 3600,
+            not_before: Some(now()),
+            issued_at: None,
+            idtyp: None,
+            scopes: vec![Arc::from("Orders.Read")],
+            roles: vec![],
+            kid: "k".into(),
+        };
+        let resolution = snapshot.directory.resolve(&token.caller).unwrap();
+        let input = build_input(
+            &facts,
+            &route,
+            &token,
+            &TokenInput::new(&token),
+            &snapshot.prepared,
+            &resolution,
+        );
+        let json: serde_json::Value = serde_json::from_str(&input.to_json_str().unwrap()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{:?}: {errors:#?}\n{json:#}", s.kind);
+        assert_eq!(json["agent"].is_null(), !s.kind.is_agent());
+        assert_eq!(json["user"].is_null(), !s.kind.is_delegated());
+    }
+}
