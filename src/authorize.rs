@@ -11,9 +11,10 @@ use crate::directory::ResolveError;
 use crate::identity::{bearer_token, TokenError, TokenValidator, VerifiedToken};
 use crate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
 use crate::policy::{Decision, DecisionError, PolicySnapshot};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use aws_lc_rs::digest;
 use http::HeaderMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,75 @@ pub struct Verdict {
     pub policy_time: Duration,
     /// The input document, when policy ran and the caller asked to keep it.
     pub input: Option<regorus::Value>,
+    /// What the shadow policy set would have decided, when one applies to this caller.
+    pub shadow: Option<ShadowOutcome>,
+}
+
+/// A candidate policy set evaluated beside the enforced one, for all traffic or for some
+/// blueprints. It never changes an outcome.
+#[derive(Debug)]
+pub struct ShadowPolicy {
+    pub snapshot: Arc<PolicySnapshot>,
+    /// Blueprint app ids in scope; empty means all traffic.
+    pub blueprints: Vec<String>,
+}
+
+/// The shadow set's verdict on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowOutcome {
+    pub revision: String,
+    /// `allow`, `deny` or `error`.
+    pub outcome: &'static str,
+    pub reason: String,
+}
+
+/// `allow`, `deny` or `error` for an outcome, as used in metrics labels.
+pub fn outcome_label(outcome: &Result<Allowed, Denial>) -> &'static str {
+    match outcome {
+        Ok(_) => "allow",
+        Err(Denial::PolicyError(_)) => "error",
+        Err(_) => "deny",
+    }
+}
+
+fn reason_of(outcome: &Result<Allowed, Denial>) -> &str {
+    match outcome {
+        Ok(a) => &a.reason,
+        Err(d) => d.reason(),
+    }
+}
+
+impl ShadowOutcome {
+    /// True when the shadow set would have decided otherwise than `enforced`.
+    pub fn differs_from(&self, enforced: &Result<Allowed, Denial>) -> bool {
+        self.outcome != outcome_label(enforced) || self.reason != reason_of(enforced)
+    }
+}
+
+fn decide(snapshot: &PolicySnapshot, input: regorus::Value) -> Result<Allowed, Denial> {
+    match snapshot.decide(input) {
+        Ok(Decision::Allow {
+            reason,
+            headers,
+            response_headers,
+        }) => Ok(Allowed {
+            reason,
+            headers,
+            response_headers,
+        }),
+        Ok(Decision::Deny {
+            status,
+            reason,
+            insufficient_scope,
+            response_headers,
+        }) => Err(Denial::Policy {
+            status,
+            reason,
+            insufficient_scope,
+            response_headers,
+        }),
+        Err(e) => Err(Denial::PolicyError(e)),
+    }
 }
 
 /// An allowed request's instructions for the upstream leg.
@@ -103,6 +173,17 @@ pub struct Authorizer {
     max_token_bytes: usize,
     input_headers: Vec<http::HeaderName>,
     policy: Arc<ArcSwap<PolicySnapshot>>,
+    shadow: ArcSwapOption<ShadowPolicy>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+}
+
+/// Token cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
 }
 
 impl Authorizer {
@@ -120,7 +201,20 @@ impl Authorizer {
             max_token_bytes: identity.max_token_bytes,
             input_headers,
             policy,
+            shadow: ArcSwapOption::empty(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         }
+    }
+
+    /// Installs (or with `None`, removes) the shadow policy set.
+    pub fn set_shadow(&self, shadow: Option<ShadowPolicy>) {
+        self.shadow.store(shadow.map(Arc::new));
+    }
+
+    /// The shadow policy set, if any.
+    pub fn shadow(&self) -> Option<Arc<ShadowPolicy>> {
+        self.shadow.load_full()
     }
 
     /// The live policy snapshot holder.
@@ -133,9 +227,13 @@ impl Authorizer {
         &self.validator
     }
 
-    /// Number of cached tokens.
-    pub fn cached_tokens(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
+    /// Token cache hits, misses and entries.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.cache_hits.load(Ordering::Relaxed),
+            misses: self.cache_misses.load(Ordering::Relaxed),
+            entries: self.cache.as_ref().map_or(0, |c| c.len()),
+        }
     }
 
     /// Decides one request at unix time `now_ns` (nanoseconds). `keep_input` retains the
@@ -161,6 +259,7 @@ impl Authorizer {
                     token_time: started.elapsed(),
                     policy_time: Duration::ZERO,
                     input: None,
+                    shadow: None,
                 }
             }
         };
@@ -175,6 +274,7 @@ impl Authorizer {
                     token_time,
                     policy_time: Duration::ZERO,
                     input: None,
+                    shadow: None,
                 }
             }
         };
@@ -201,36 +301,37 @@ impl Authorizer {
             &resolution,
         );
         let kept = keep_input.then(|| input.clone());
-        let outcome = match snapshot.decide(input) {
-            Ok(Decision::Allow {
-                reason,
-                headers,
-                response_headers,
-            }) => Ok(Allowed {
-                reason,
-                headers,
-                response_headers,
-            }),
-            Ok(Decision::Deny {
-                status,
-                reason,
-                insufficient_scope,
-                response_headers,
-            }) => Err(Denial::Policy {
-                status,
-                reason,
-                insufficient_scope,
-                response_headers,
-            }),
-            Err(e) => Err(Denial::PolicyError(e)),
-        };
+        let shadow = self.shadow.load();
+        let shadow_input = shadow
+            .as_ref()
+            .filter(|s| {
+                s.blueprints.is_empty()
+                    || caller
+                        .token
+                        .caller
+                        .blueprint_id
+                        .as_deref()
+                        .is_some_and(|bp| s.blueprints.iter().any(|b| b == bp))
+            })
+            .map(|s| (s, input.clone()));
+        let outcome = decide(&snapshot, input);
+        let policy_time = policy_started.elapsed();
+        let shadow = shadow_input.map(|(s, input)| {
+            let o = decide(&s.snapshot, input);
+            ShadowOutcome {
+                revision: s.snapshot.revision.clone(),
+                outcome: outcome_label(&o),
+                reason: reason_of(&o).to_string(),
+            }
+        });
         Verdict {
             outcome,
             caller: Some(caller),
             snapshot,
             token_time,
-            policy_time: policy_started.elapsed(),
+            policy_time,
             input: kept,
+            shadow,
         }
     }
 
@@ -246,12 +347,14 @@ impl Authorizer {
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.get(key) {
                 if now <= hit.cached_until && self.validator.key_still_valid(&hit.token) {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     hit.token.check_time(now, leeway)?;
                     hit.token.check_audience(audiences)?;
                     return Ok(hit);
                 }
                 cache.remove(key);
             }
+            self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let token = self.validator.verify(bearer, now).await?;
         token.check_audience(audiences)?;

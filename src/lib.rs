@@ -19,4 +19,5 @@ pub mod guid;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod telemetry;

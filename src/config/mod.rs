@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Everything the gateway needs to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this was read from.
     pub path: PathBuf,
@@ -34,11 +34,46 @@ pub struct Config {
     pub token_cache: TokenCacheConfig,
     pub policy: PolicyConfig,
     pub routes: Vec<RouteConfig>,
+    pub reload: ReloadConfig,
+    pub log: LogConfig,
+    pub shadow: Option<ShadowConfig>,
     pub dev: Option<DevConfig>,
 }
 
+/// How edits are picked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the policy directory and the configuration file.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading.
+    pub debounce: Duration,
+}
+
+/// Where decision logs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The decision log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub decisions: LogTarget,
+    /// Fraction of allowed decisions logged, 0 to 1; denies are always logged.
+    pub allow_sample_rate: f64,
+}
+
+/// A candidate policy set evaluated beside the enforced one without affecting outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowConfig {
+    pub dir: PathBuf,
+    /// Only these blueprints' traffic; empty means all traffic.
+    pub blueprints: Vec<String>,
+}
+
 /// Process-level settings handed to pingora.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub grace_period: Duration,
@@ -48,7 +83,7 @@ pub struct ServerSettings {
 }
 
 /// Token validation and signing-key settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentityConfig {
     /// Signature algorithms accepted in the token header.
     pub algorithms: Vec<Algorithm>,
@@ -68,7 +103,7 @@ pub struct IdentityConfig {
 }
 
 /// One trusted tenant and where its signing keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     /// Lower-case tenant GUID.
     pub id: String,
@@ -85,7 +120,7 @@ pub enum KeySource {
 }
 
 /// The verified-token cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenCacheConfig {
     pub enabled: bool,
     pub capacity: usize,
@@ -93,7 +128,7 @@ pub struct TokenCacheConfig {
 }
 
 /// Policy files and evaluation limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {
     /// Directory holding `.rego` files and `data/*.json`.
     pub dir: PathBuf,
@@ -104,7 +139,7 @@ pub struct PolicyConfig {
 }
 
 /// One upstream API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub id: String,
     /// Lower-case host names without port; empty means any host.
@@ -119,7 +154,7 @@ pub struct RouteConfig {
 }
 
 /// The offline demo: a dev issuer and a sample upstream started in process.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DevConfig {
     pub issuer: SocketAddr,
     pub key: PathBuf,
@@ -211,6 +246,34 @@ impl Config {
             problems.push("server.threads must be at least 1".into());
         }
 
+        if !(0.0..=1.0).contains(&raw.log.allow_sample_rate) {
+            problems.push("log.allow_sample_rate must be between 0 and 1".into());
+        }
+        let log = LogConfig {
+            decisions: match raw.log.decisions.as_str() {
+                "stdout" | "-" => LogTarget::Stdout,
+                file => LogTarget::File(base.join(file)),
+            },
+            allow_sample_rate: raw.log.allow_sample_rate,
+        };
+        let shadow = raw.shadow.map(|s| {
+            for b in &s.blueprints {
+                if !is_guid(b) {
+                    problems.push(format!(
+                        "shadow.blueprints: {b:?} is not a blueprint app id"
+                    ));
+                }
+            }
+            ShadowConfig {
+                dir: base.join(s.dir),
+                blueprints: s
+                    .blueprints
+                    .iter()
+                    .map(|b| b.to_ascii_lowercase())
+                    .collect(),
+            }
+        });
+
         let dev = raw.dev.and_then(|d| {
             let issuer = socket(&d.issuer, "dev.issuer", &mut problems)?;
             let sample_upstream = match d.sample_upstream {
@@ -244,6 +307,12 @@ impl Config {
                 },
                 policy,
                 routes,
+                reload: ReloadConfig {
+                    watch: raw.reload.watch,
+                    debounce: raw.reload.debounce,
+                },
+                log,
+                shadow,
                 dev,
             }),
             _ => Err(ConfigError::Invalid {

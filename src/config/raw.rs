@@ -23,7 +23,56 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub reload: RawReload,
+    #[serde(default)]
+    pub log: RawLog,
+    pub shadow: Option<RawShadow>,
     pub dev: Option<RawDev>,
+}
+
+/// `[reload]`: how edits to policies, data and routes are picked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReload {
+    pub watch: bool,
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(200),
+        }
+    }
+}
+
+/// `[log]`: the decision log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub decisions: String,
+    pub allow_sample_rate: f64,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            decisions: "stdout".into(),
+            allow_sample_rate: 1.0,
+        }
+    }
+}
+
+/// `[shadow]`: a candidate policy set evaluated beside the enforced one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub dir: String,
+    #[serde(default)]
+    pub blueprints: Vec<String>,
 }
 
 /// `[server]`: process-level settings handed to pingora.

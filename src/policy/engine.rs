@@ -23,9 +23,12 @@ const TIMER_CHECK_INTERVAL: u32 = 16;
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
+/// Engines a thread keeps: the enforced set, a shadow set, and room for a reload in flight.
+const ENGINES_PER_THREAD: usize = 4;
+
 thread_local! {
-    /// This thread's evaluator: the generation it was cloned from, and the engine.
-    static WORKER: RefCell<Option<(u64, Engine)>> = const { RefCell::new(None) };
+    /// This thread's evaluators: the generation each was cloned from, and the engine.
+    static WORKER: RefCell<Vec<(u64, Engine)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A compiled, warmed-up policy set.
@@ -106,8 +109,12 @@ impl CompiledPolicy {
             if message.contains("not a valid rule path") || message.contains("not found") {
                 return Err(PolicyLoadError::NoEntrypoint { message });
             }
-            // A runtime error on the warm-up input is the policy's business; requests
-            // that hit it are denied with policy_error.
+            // Rules that conflict whatever the input would fail every request: refuse the set.
+            if message.contains("conflicts with rule") || message.contains("multiple outputs") {
+                return Err(PolicyLoadError::Rego { message });
+            }
+            // Other runtime errors may depend on the input; requests that hit them are denied
+            // with policy_error.
         }
         Ok(Self {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
@@ -117,11 +124,17 @@ impl CompiledPolicy {
 
     /// Evaluates the entrypoint on this thread's evaluator.
     pub fn evaluate(&self, input: Value) -> Result<Value, DecisionError> {
-        WORKER.with_borrow_mut(|slot| {
-            let engine = match slot {
-                Some((generation, engine)) if *generation == self.generation => engine,
-                _ => &mut slot.insert((self.generation, self.template.clone())).1,
+        WORKER.with_borrow_mut(|engines| {
+            let index = match engines.iter().position(|(g, _)| *g == self.generation) {
+                Some(i) => i,
+                None => {
+                    // Newest sets go first; the oldest (long since swapped out) is dropped.
+                    engines.truncate(ENGINES_PER_THREAD - 1);
+                    engines.insert(0, (self.generation, self.template.clone()));
+                    0
+                }
             };
+            let engine = &mut engines[index].1;
             engine.set_input(input);
             engine.eval_rule(ENTRYPOINT.to_string()).map_err(|e| {
                 let message = format!("{e:#}");

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz` and `/metrics`, meant for loopback.
 
 use crate::authorize::Authorizer;
+use crate::reload::Reloader;
 use crate::telemetry::Metrics;
 use async_trait::async_trait;
 use http::Response;
@@ -13,6 +14,7 @@ use std::time::UNIX_EPOCH;
 pub struct Admin {
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
 }
 
 impl Admin {
@@ -25,7 +27,8 @@ impl Admin {
             "revision": snapshot.revision,
             "policy_loaded_at_unix": snapshot.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "tenants": keys.status(),
-            "cached_tokens": self.authorizer.cached_tokens(),
+            "cached_tokens": self.authorizer.cache_stats().entries,
+            "reload": *self.reloader.status(),
         });
         (ready, body)
     }
@@ -49,7 +52,32 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let post = session.req_header().method == http::Method::POST;
         match session.req_header().uri.path() {
+            "/reload" if post => {
+                let reloader = self.reloader.clone();
+                match tokio::task::spawn_blocking(move || reloader.reload("admin")).await {
+                    Ok(Ok(revision)) => respond(
+                        200,
+                        "application/json",
+                        serde_json::json!({"ok": true, "revision": revision})
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                    Ok(Err(e)) => respond(
+                        422,
+                        "application/json",
+                        serde_json::json!({"ok": false, "error": e.to_string()})
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                    Err(_) => respond(
+                        500,
+                        "application/json",
+                        br#"{"ok":false,"error":"reload task failed"}"#.to_vec(),
+                    ),
+                }
+            }
             "/healthz" => respond(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => {
                 let (ready, body) = self.readiness();
@@ -62,6 +90,7 @@ impl ServeHttp for Admin {
             "/metrics" => {
                 self.metrics
                     .observe_keys(&self.authorizer.validator().keys().status());
+                self.metrics.observe_cache(self.authorizer.cache_stats());
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             _ => respond(

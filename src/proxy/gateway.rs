@@ -7,8 +7,10 @@
 use super::headers::{add_identity_headers, strip_identity_headers};
 use super::respond::{send, Rejection};
 use super::routes::{check_path, Route, RouteTable};
-use crate::authorize::{Allowed, Authenticated, Authorizer, RequestLine};
-use crate::telemetry::{DecisionLog, DecisionRecord, Metrics};
+use crate::authorize::{
+    outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
+};
+use crate::telemetry::{DecisionLog, DecisionRecord, Metrics, ShadowRecord};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -20,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Shared state of the proxy service.
 pub struct Gateway {
-    pub routes: Arc<RouteTable>,
+    pub routes: Arc<arc_swap::ArcSwap<RouteTable>>,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub decision_log: Arc<DecisionLog>,
@@ -40,6 +42,8 @@ pub struct RequestCtx {
     /// When the request left for the upstream.
     forwarded_at: Option<Instant>,
     tries: usize,
+    /// The shadow verdict and whether it differs from the enforced one.
+    shadow: Option<(ShadowOutcome, bool)>,
 }
 
 /// Decision ids: a random per-process prefix and a counter; unique and cheap.
@@ -67,7 +71,7 @@ impl DecisionIds {
 
 impl Gateway {
     pub fn new(
-        routes: Arc<RouteTable>,
+        routes: Arc<arc_swap::ArcSwap<RouteTable>>,
         authorizer: Arc<Authorizer>,
         metrics: Arc<Metrics>,
         decision_log: Arc<DecisionLog>,
@@ -94,6 +98,9 @@ impl Gateway {
 
     fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
         let allow = ctx.allowed.is_some();
+        if !self.decision_log.wants(allow) {
+            return self.count(ctx, allow);
+        }
         let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
         let snapshot = self.authorizer.policy().load();
         let blueprint_entry = caller
@@ -102,24 +109,8 @@ impl Gateway {
         let agent_entry = caller
             .and_then(|c| c.agent_id())
             .and_then(|a| snapshot.directory.agents.get(a));
-        let blueprint_label = match caller.and_then(|c| c.blueprint_id.as_deref()) {
-            None => "none",
-            Some(bp) if blueprint_entry.is_some() => bp,
-            Some(_) => "unknown",
-        };
+        self.count(ctx, allow);
         let route = ctx.route.as_ref().map(|r| &*r.id);
-        let decision = if allow { "allow" } else { "deny" };
-        let kind = caller.map_or("none", |c| c.kind.as_str());
-        self.metrics
-            .requests
-            .with_label_values(&[
-                route.unwrap_or("none"),
-                decision,
-                &ctx.reason,
-                kind,
-                blueprint_label,
-            ])
-            .inc();
         let req = session.req_header();
         self.decision_log.write(&DecisionRecord {
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
@@ -142,7 +133,35 @@ impl Gateway {
             reason: &ctx.reason,
             revision: ctx.revision.as_deref().unwrap_or(""),
             latency_us: ctx.started.elapsed().as_micros() as u64,
+            shadow: ctx.shadow.as_ref().map(|(s, mismatch)| ShadowRecord {
+                revision: &s.revision,
+                outcome: s.outcome,
+                reason: &s.reason,
+                mismatch: *mismatch,
+            }),
         });
+    }
+
+    /// Counts the request; labels come only from closed sets.
+    fn count(&self, ctx: &RequestCtx, allow: bool) {
+        let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
+        let blueprint = self.blueprint_label(caller.and_then(|c| c.blueprint_id.as_deref()));
+        let route = ctx.route.as_ref().map_or("none", |r| &*r.id);
+        let decision = if allow { "allow" } else { "deny" };
+        let kind = caller.map_or("none", |c| c.kind.as_str());
+        self.metrics
+            .requests
+            .with_label_values(&[route, decision, &ctx.reason, kind, blueprint])
+            .inc();
+    }
+
+    /// A blueprint id as a metric label: directory blueprints by id, others as `unknown`.
+    fn blueprint_label<'a>(&self, blueprint: Option<&'a str>) -> &'a str {
+        match blueprint {
+            None => "none",
+            Some(bp) if self.authorizer.policy().load().directory.has_blueprint(bp) => bp,
+            Some(_) => "unknown",
+        }
     }
 }
 
@@ -175,6 +194,7 @@ impl ProxyHttp for Gateway {
             reason: String::new(),
             forwarded_at: None,
             tries: 0,
+            shadow: None,
         }
     }
 
@@ -186,7 +206,7 @@ impl ProxyHttp for Gateway {
                 .reject(session, ctx, Rejection::plain(400, "invalid_path"))
                 .await;
         }
-        let Some(route) = self.routes.find(host_of(req), path).cloned() else {
+        let Some(route) = self.routes.load().find(host_of(req), path).cloned() else {
             return self
                 .reject(session, ctx, Rejection::plain(404, "no_route"))
                 .await;
@@ -215,6 +235,27 @@ impl ProxyHttp for Gateway {
             self.metrics
                 .policy_evaluation_seconds
                 .observe(verdict.policy_time.as_secs_f64());
+        }
+        if let Some(shadow) = verdict.shadow {
+            let mismatch = shadow.differs_from(&verdict.outcome);
+            if mismatch {
+                let bp = verdict
+                    .caller
+                    .as_ref()
+                    .and_then(|c| c.token.caller.blueprint_id.as_deref());
+                let blueprint = self.blueprint_label(bp);
+                let enforced = outcome_label(&verdict.outcome);
+                self.metrics
+                    .shadow_mismatches
+                    .with_label_values(&[enforced, shadow.outcome, blueprint])
+                    .inc();
+                let enforced_reason = match &verdict.outcome {
+                    Ok(a) => a.reason.to_string(),
+                    Err(d) => d.reason().to_string(),
+                };
+                tracing::warn!(decision_id = %ctx.decision_id, enforced, enforced_reason, shadow = shadow.outcome, shadow_reason = %shadow.reason, shadow_revision = %shadow.revision, blueprint = %blueprint, "shadow policy set would decide differently");
+            }
+            ctx.shadow = Some((shadow, mismatch));
         }
         ctx.route = Some(route);
         ctx.caller = verdict.caller;

@@ -34,6 +34,10 @@ pub enum StartError {
     Upstream(#[from] std::io::Error),
     #[error("failed to register metrics")]
     Metrics(#[from] prometheus::Error),
+    #[error("shadow policy set is not usable")]
+    Shadow(#[source] crate::reload::ReloadError),
+    #[error("failed to open the decision log")]
+    DecisionLog(#[source] std::io::Error),
 }
 
 /// Process options from the command line.
@@ -50,6 +54,7 @@ pub struct Parts {
     pub authorizer: Arc<Authorizer>,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
+    pub routes: Arc<ArcSwap<routes::RouteTable>>,
 }
 
 /// Builds the decision pipeline from the configuration (no sockets opened).
@@ -70,14 +75,29 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
         config.policy.input_headers.clone(),
         Arc::new(ArcSwap::from_pointee(snapshot)),
     ));
+    if let Some(shadow) = crate::reload::load_shadow(config) {
+        let shadow = shadow.map_err(StartError::Shadow)?;
+        tracing::info!(revision = %shadow.snapshot.revision, "shadow policy set loaded");
+        authorizer.set_shadow(Some(shadow));
+    }
     Ok(Parts {
         authorizer,
         keys,
         metrics: Arc::new(Metrics::new()?),
+        routes: Arc::new(ArcSwap::from_pointee(routes::RouteTable::new(
+            &config.routes,
+        )?)),
     })
 }
 
 struct KeyRefresh(Arc<KeyStore>);
+
+#[async_trait]
+impl BackgroundService for crate::reload::ReloadTriggers {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await;
+    }
+}
 
 #[async_trait]
 impl BackgroundService for KeyRefresh {
@@ -88,7 +108,13 @@ impl BackgroundService for KeyRefresh {
 
 /// Starts the gateway with `parts` and serves until shutdown; never returns on success.
 pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
-    let routes = Arc::new(routes::RouteTable::new(&config.routes)?);
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config.clone(),
+        parts.authorizer.clone(),
+        parts.routes.clone(),
+        parts.metrics.clone(),
+    ));
+    let decision_log = DecisionLog::open(&config.log).map_err(StartError::DecisionLog)?;
 
     let conf = ServerConf {
         threads: config.server.threads,
@@ -107,10 +133,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.bootstrap();
 
     let gateway = gateway::Gateway::new(
-        routes,
+        parts.routes.clone(),
         parts.authorizer.clone(),
         parts.metrics.clone(),
-        Arc::new(DecisionLog::stdout()),
+        Arc::new(decision_log),
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "agentgate");
@@ -122,6 +148,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         admin::Admin {
             authorizer: parts.authorizer.clone(),
             metrics: parts.metrics.clone(),
+            reloader: reloader.clone(),
         },
     );
     admin.add_tcp(&config.admin.to_string());
@@ -129,6 +156,14 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
+    server.add_service(background_service(
+        "reload",
+        crate::reload::ReloadTriggers {
+            reloader,
+            watch: config.reload.watch,
+            debounce: config.reload.debounce,
+        },
+    ));
     for l in &config.listeners {
         tracing::info!(address = %l, "proxy listening");
     }

@@ -1,9 +1,10 @@
 //! Every metric the gateway exports, defined in one place.
 
+use crate::authorize::CacheStats;
 use crate::identity::keys::TenantKeyStatus;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 10 µs to 10 s.
@@ -24,6 +25,12 @@ pub struct Metrics {
     key_fetches: IntCounterVec,
     keys_loaded: IntGaugeVec,
     key_age_seconds: IntGaugeVec,
+    token_cache_requests: IntCounterVec,
+    token_cache_entries: IntGauge,
+    pub reloads: IntCounterVec,
+    pub last_reload_success: IntGauge,
+    policy_revision: IntGaugeVec,
+    pub shadow_mismatches: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str) -> prometheus::Result<Histogram> {
@@ -90,6 +97,42 @@ impl Metrics {
                 ),
                 &["tenant"],
             )?,
+            token_cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_token_cache_requests_total",
+                    "Verified-token cache lookups by result.",
+                ),
+                &["result"],
+            )?,
+            token_cache_entries: IntGauge::new(
+                "agentgate_token_cache_entries",
+                "Verified tokens currently cached.",
+            )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_reloads_total",
+                    "Reloads of policies, data and routes by result.",
+                ),
+                &["result"],
+            )?,
+            last_reload_success: IntGauge::new(
+                "agentgate_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful load of the policy set.",
+            )?,
+            policy_revision: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_policy_revision_info",
+                    "The enforced (and shadow) policy revision; value 1.",
+                ),
+                &["revision", "role"],
+            )?,
+            shadow_mismatches: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_shadow_mismatches_total",
+                    "Requests the shadow policy set would have decided differently.",
+                ),
+                &["enforced", "shadow", "blueprint"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -104,7 +147,38 @@ impl Metrics {
         m.registry.register(Box::new(m.key_fetches.clone()))?;
         m.registry.register(Box::new(m.keys_loaded.clone()))?;
         m.registry.register(Box::new(m.key_age_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.token_cache_requests.clone()))?;
+        m.registry
+            .register(Box::new(m.token_cache_entries.clone()))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry
+            .register(Box::new(m.last_reload_success.clone()))?;
+        m.registry.register(Box::new(m.policy_revision.clone()))?;
+        m.registry.register(Box::new(m.shadow_mismatches.clone()))?;
         Ok(m)
+    }
+
+    /// Records the revisions now in force (`role` is `enforced` or `shadow`).
+    pub fn set_revisions(&self, enforced: &str, shadow: Option<&str>) {
+        self.policy_revision.reset();
+        self.policy_revision
+            .with_label_values(&[enforced, "enforced"])
+            .set(1);
+        if let Some(s) = shadow {
+            self.policy_revision
+                .with_label_values(&[s, "shadow"])
+                .set(1);
+        }
+    }
+
+    /// Brings the token cache counters up to date.
+    pub fn observe_cache(&self, stats: CacheStats) {
+        for (result, total) in [("hit", stats.hits), ("miss", stats.misses)] {
+            let c = self.token_cache_requests.with_label_values(&[result]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        self.token_cache_entries.set(stats.entries as i64);
     }
 
     /// Brings the key gauges and counters up to date with the key store's state.

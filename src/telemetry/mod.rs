@@ -6,7 +6,7 @@
 pub mod decision_log;
 pub mod metrics;
 
-pub use decision_log::{DecisionLog, DecisionRecord};
+pub use decision_log::{DecisionLog, DecisionRecord, ShadowRecord};
 pub use metrics::Metrics;
 
 /// Operational logs to stderr, filtered by `RUST_LOG` (default `info`). Decision logs go to

@@ -8,6 +8,7 @@ mod caller_kinds;
 mod fixtures;
 mod input_schema;
 mod keys;
+mod operations;
 mod policy_rules;
 mod proxying;
 mod rego;

@@ -140,6 +140,9 @@ pub struct GatewaySpec {
     pub upstreams: Option<Vec<String>>,
     pub route_extra: String,
     pub cache: bool,
+    /// Appended at the end of the configuration (whole tables such as `[reload]`).
+    pub extra_config: String,
+    pub grace_period: &'static str,
 }
 
 impl Default for GatewaySpec {
@@ -151,16 +154,20 @@ impl Default for GatewaySpec {
             upstreams: None,
             route_extra: String::new(),
             cache: true,
+            extra_config: String::new(),
+            grace_period: "0s",
         }
     }
 }
 
-/// A running gateway process, killed on drop.
+/// A running gateway process, killed on drop. On drop it also checks that no token sent
+/// through it appears anywhere in what it logged.
 pub struct Gateway {
-    child: Child,
+    pub child: Child,
     pub base: String,
     pub admin: String,
     pub dir: tempfile::TempDir,
+    tokens: std::sync::Mutex<Vec<String>>,
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -215,7 +222,7 @@ impl Gateway {
             r#"
 [server]
 threads = 1
-grace_period = "0s"
+grace_period = "{grace}"
 graceful_shutdown_timeout = "1s"
 pid_file = "{d}/agentgate.pid"
 upgrade_sock = "{d}/upgrade.sock"
@@ -262,7 +269,8 @@ audiences = ["{API_URI}", "{API}"]
             identity_extra = spec.identity_extra,
             cache = spec.cache,
             route_extra = spec.route_extra,
-        );
+            grace = spec.grace_period,
+        ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
@@ -279,6 +287,7 @@ audiences = ["{API_URI}", "{API}"]
             base: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             dir,
+            tokens: std::sync::Mutex::new(Vec::new()),
         };
         gw.wait_ready();
         gw
@@ -306,6 +315,43 @@ audiences = ["{API_URI}", "{API}"]
         }
     }
 
+    /// Remembers a token sent to this gateway, for the log scan on drop.
+    pub fn sent(&self, token: &str) {
+        self.tokens.lock().unwrap().push(token.to_string());
+    }
+
+    /// The decision log: one JSON object per line of standard output.
+    pub fn decisions(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("stdout.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON decision line ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// `POST /reload` on the admin listener: (status, body).
+    pub fn reload(&self) -> (u16, Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/reload", self.admin))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap())
+    }
+
+    /// Sends `signal` (e.g. "HUP", "QUIT") to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
@@ -329,9 +375,13 @@ audiences = ["{API_URI}", "{API}"]
             .unwrap();
         let mut req = client.request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(t) = token {
+            self.sent(t);
             req = req.header("authorization", format!("Bearer {t}"));
         }
         for (k, v) in headers {
+            if k.eq_ignore_ascii_case("authorization") {
+                self.sent(v.rsplit(' ').next().unwrap_or(v));
+            }
             req = req.header(*k, *v);
         }
         Reply::from(req.send().unwrap())
@@ -340,11 +390,30 @@ audiences = ["{API_URI}", "{API}"]
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- gateway stderr ---\n{}", self.stderr());
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- gateway stderr ---\n{}", self.stderr());
+            return;
+        }
+        // Everything the gateway wrote, operational and decision logs alike.
+        let logged = format!(
+            "{}{}",
+            self.stderr(),
+            std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+        );
+        for token in self.tokens.lock().unwrap().iter() {
+            // A token, its signature, or its header.payload part would each be a leak.
+            let signature = token.rsplit('.').next().unwrap_or(token);
+            for needle in [token.as_str(), signature] {
+                if needle.len() >= 16 {
+                    assert!(
+                        !logged.contains(needle),
+                        "the gateway logged a token it was sent"
+                    );
+                }
+            }
+        }
     }
 }
 

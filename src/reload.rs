@@ -1,0 +1,282 @@
+//! Live reload of policies, directory data and routes.
+//!
+//! A reload reads the configuration and the policy directory into a complete candidate set,
+//! compiles it and runs its Rego tests; only then is it swapped in, atomically, with one
+//! `ArcSwap::store`. On any failure the previous set keeps serving and the failure is logged
+//! (with file:line where the parser gives one), counted and shown on `/readyz`. Triggers: a
+//! file watcher (debounced), SIGHUP, and `POST /reload` on the admin listener. Nothing here
+//! is reachable from the request path except through the `ArcSwap`s it stores into.
+
+use crate::authorize::{Authorizer, ShadowPolicy};
+use crate::config::{Config, ConfigError};
+use crate::policy::{PolicyLoadError, PolicySnapshot};
+use crate::proxy::routes::RouteTable;
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a candidate set was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("policy set in {dir}: {source}")]
+    Policy {
+        dir: String,
+        source: PolicyLoadError,
+    },
+    #[error("routes: {0}")]
+    Routes(std::io::Error),
+}
+
+/// What the last reloads did, for `/readyz` and the admin endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub revision: String,
+    pub shadow_revision: Option<String>,
+    pub loaded_at_unix: u64,
+    pub last_attempt_unix: u64,
+    pub last_trigger: String,
+    pub last_error: Option<String>,
+    pub last_shadow_error: Option<String>,
+}
+
+/// Performs reloads; one at a time.
+pub struct Reloader {
+    config_path: PathBuf,
+    /// The configuration in force; the lock serialises reloads (never taken by requests).
+    running: Mutex<Config>,
+    authorizer: Arc<Authorizer>,
+    routes: Arc<ArcSwap<RouteTable>>,
+    metrics: Arc<Metrics>,
+    status: ArcSwap<ReloadStatus>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Loads the shadow set named by the configuration, if any.
+pub fn load_shadow(config: &Config) -> Option<Result<ShadowPolicy, ReloadError>> {
+    let shadow = config.shadow.as_ref()?;
+    Some(
+        PolicySnapshot::load(&shadow.dir, config.policy.timeout, true)
+            .map(|s| ShadowPolicy {
+                snapshot: Arc::new(s),
+                blueprints: shadow.blueprints.clone(),
+            })
+            .map_err(|source| ReloadError::Policy {
+                dir: shadow.dir.display().to_string(),
+                source,
+            }),
+    )
+}
+
+impl Reloader {
+    /// A reloader for a gateway started with `config`.
+    pub fn new(
+        config: Config,
+        authorizer: Arc<Authorizer>,
+        routes: Arc<ArcSwap<RouteTable>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let snapshot = authorizer.policy().load();
+        let shadow = authorizer.shadow().map(|s| s.snapshot.revision.clone());
+        metrics.set_revisions(&snapshot.revision, shadow.as_deref());
+        metrics.last_reload_success.set(unix_now() as i64);
+        let status = ReloadStatus {
+            revision: snapshot.revision.clone(),
+            shadow_revision: shadow,
+            loaded_at_unix: unix_now(),
+            last_attempt_unix: unix_now(),
+            last_trigger: "start".into(),
+            ..Default::default()
+        };
+        Self {
+            config_path: config.path.clone(),
+            running: Mutex::new(config),
+            authorizer,
+            routes,
+            metrics,
+            status: ArcSwap::from_pointee(status),
+        }
+    }
+
+    /// The paths whose changes trigger a reload: the config file and the policy directories.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut paths = vec![running.policy.dir.clone(), self.config_path.clone()];
+        if let Some(s) = &running.shadow {
+            paths.push(s.dir.clone());
+        }
+        paths
+    }
+
+    /// The outcome of the reloads so far.
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        self.status.load_full()
+    }
+
+    /// Builds a candidate set and swaps it in. Returns the enforced revision.
+    pub fn reload(&self, trigger: &str) -> Result<String, ReloadError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = (*self.status.load_full()).clone();
+        status.last_attempt_unix = unix_now();
+        status.last_trigger = trigger.to_string();
+        let result = self.apply(&mut running, &mut status);
+        match &result {
+            Ok(revision) => {
+                status.last_error = None;
+                self.metrics.last_reload_success.set(unix_now() as i64);
+                tracing::info!(revision = %revision, trigger, "reload applied");
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                status.last_error = Some(e.to_string());
+                tracing::error!(trigger, error = %e, "reload refused; the previous set keeps serving");
+            }
+        }
+        self.status.store(Arc::new(status));
+        result
+    }
+
+    fn apply(
+        &self,
+        running: &mut Config,
+        status: &mut ReloadStatus,
+    ) -> Result<String, ReloadError> {
+        let candidate = Config::load(&self.config_path)?;
+        let policy = PolicySnapshot::load(&candidate.policy.dir, candidate.policy.timeout, true)
+            .map_err(|source| ReloadError::Policy {
+                dir: candidate.policy.dir.display().to_string(),
+                source,
+            })?;
+        let routes = RouteTable::new(&candidate.routes).map_err(ReloadError::Routes)?;
+
+        // The candidate is complete and valid: swap it in.
+        for (what, changed) in [
+            ("listeners", candidate.listeners != running.listeners),
+            ("admin", candidate.admin != running.admin),
+            ("identity", candidate.identity != running.identity),
+            ("server", candidate.server != running.server),
+            ("token_cache", candidate.token_cache != running.token_cache),
+            ("log", candidate.log != running.log),
+            ("reload", candidate.reload != running.reload),
+        ] {
+            if changed {
+                tracing::warn!(section = what, "configuration changed; restart agentgate (or upgrade with SIGQUIT + --upgrade) to apply it");
+            }
+        }
+        let revision = policy.revision.clone();
+        let unchanged = revision == status.revision && candidate.routes == running.routes;
+        if !unchanged {
+            self.authorizer.policy().store(Arc::new(policy));
+            self.routes.store(Arc::new(routes));
+            status.loaded_at_unix = unix_now();
+        }
+        status.revision = revision.clone();
+
+        match load_shadow(&candidate) {
+            None => {
+                self.authorizer.set_shadow(None);
+                status.shadow_revision = None;
+                status.last_shadow_error = None;
+            }
+            Some(Ok(shadow)) => {
+                status.shadow_revision = Some(shadow.snapshot.revision.clone());
+                status.last_shadow_error = None;
+                self.authorizer.set_shadow(Some(shadow));
+            }
+            // A broken shadow set never blocks the enforced one; the old shadow stays.
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "shadow policy set refused; the previous shadow set stays");
+                status.last_shadow_error = Some(e.to_string());
+            }
+        }
+        self.metrics
+            .set_revisions(&status.revision, status.shadow_revision.as_deref());
+        self.metrics
+            .reloads
+            .with_label_values(&[if unchanged { "unchanged" } else { "ok" }])
+            .inc();
+        *running = Config {
+            routes: candidate.routes,
+            policy: candidate.policy,
+            shadow: candidate.shadow,
+            ..running.clone()
+        };
+        Ok(revision)
+    }
+}
+
+/// The background task that turns file changes and SIGHUP into reloads.
+pub struct ReloadTriggers {
+    pub reloader: Arc<Reloader>,
+    pub watch: bool,
+    pub debounce: std::time::Duration,
+}
+
+impl ReloadTriggers {
+    /// Runs until `shutdown` flips.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use notify::Watcher;
+        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let _watcher = if self.watch {
+            let watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    if event.is_ok_and(|e| !e.kind.is_access()) {
+                        let _ = tx.send(());
+                    }
+                });
+            match watcher {
+                Ok(mut w) => {
+                    for path in self.reloader.watched_paths() {
+                        // Watch a file's directory: editors replace files rather than write them.
+                        let target = if path.is_dir() {
+                            path.clone()
+                        } else {
+                            path.parent().map(PathBuf::from).unwrap_or(path.clone())
+                        };
+                        if let Err(e) = w.watch(&target, notify::RecursiveMode::Recursive) {
+                            tracing::warn!(path = %target.display(), error = %e, "cannot watch for changes; use SIGHUP or POST /reload");
+                        }
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "file watching unavailable; use SIGHUP or POST /reload");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP");
+                None
+            }
+        };
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = changes.recv() => {
+                    // Wait for a quiet moment so a multi-file edit is read as one set.
+                    while let Ok(Some(())) = tokio::time::timeout(self.debounce, changes.recv()).await {}
+                    "watch"
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "sighup",
+                _ = shutdown.changed() => return,
+            };
+            let reloader = self.reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.reload(trigger)).await;
+        }
+    }
+}

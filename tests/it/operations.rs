@@ -1,0 +1,448 @@
+//! Running it in production: live reload under load, kill switches without restart,
+//! metrics, and graceful upgrade.
+
+use crate::support::*;
+use agentgate::identity::CallerKind;
+use agentgate::policy::PolicyFiles;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ALLOW_SET: &str =
+    "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"set_a\"}\n";
+const ALLOW_TEST: &str = "package agentgate_test\n\ntest_allows if data.agentgate.decision.allow\n";
+const DENY_SET: &str =
+    "package agentgate\n\ndecision := {\"allow\": false, \"status\": 403, \"reason\": \"set_b\"}\n";
+const DENY_TEST: &str =
+    "package agentgate_test\n\ntest_denies if not data.agentgate.decision.allow\n";
+
+/// The four kinds of broken set; each must be refused.
+fn broken(i: usize) -> (&'static str, &'static str) {
+    match i % 3 {
+        0 => ("package agentgate\n\ndecision := {\"allow\": true,\n", ALLOW_TEST),
+        1 => (ALLOW_SET, DENY_TEST),
+        _ => (
+            "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"a\"}\n\ndecision := {\"allow\": false, \"reason\": \"b\"}\n",
+            "package agentgate_test\n\ntest_nothing if true\n",
+        ),
+    }
+}
+
+fn write_set(dir: &Path, policy: &str, test: &str, generation: usize) -> String {
+    // The generation comment makes every set a distinct revision.
+    std::fs::write(
+        dir.join("policy.rego"),
+        format!("# generation {generation}\n{policy}"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("policy_test.rego"), test).unwrap();
+    PolicyFiles::read(dir).unwrap().revision()
+}
+
+#[test]
+fn reloads_under_load_never_serve_a_broken_set() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Arc::new(Gateway::start(
+        &servers,
+        GatewaySpec {
+            rego: Some(vec![
+                ("policy.rego", ALLOW_SET.into()),
+                ("policy_test.rego", ALLOW_TEST.into()),
+            ]),
+            extra_config: "\n[reload]\nwatch = false\n".into(),
+            ..Default::default()
+        },
+    ));
+    let dir = gw.dir.path().join("policies");
+    let mut valid: HashMap<String, &str> = HashMap::new();
+    valid.insert(PolicyFiles::read(&dir).unwrap().revision(), "set_a");
+    let mut refused = HashSet::new();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (gw, stop, token) = (gw.clone(), stop.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = gw.call("GET", "/orders/1", Some(&token));
+                    let reason = if r.status == 200 {
+                        "set_a".to_string()
+                    } else {
+                        r.reason().to_string()
+                    };
+                    let id = r.headers["x-agentgate-decision-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    seen.push((r.status, reason, id));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    for i in 0..200 {
+        if i % 2 == 0 {
+            let (policy, test, reason) = if i % 4 == 0 {
+                (DENY_SET, DENY_TEST, "set_b")
+            } else {
+                (ALLOW_SET, ALLOW_TEST, "set_a")
+            };
+            let rev = write_set(&dir, policy, test, i);
+            let (status, body) = gw.reload();
+            assert_eq!(status, 200, "valid set {i} refused: {body}");
+            assert_eq!(body["revision"], rev.as_str());
+            valid.insert(rev, reason);
+        } else {
+            let (policy, test) = broken(i / 2);
+            let rev = write_set(&dir, policy, test, i);
+            let (status, body) = gw.reload();
+            assert_eq!(status, 422, "broken set {i} accepted: {body}");
+            refused.insert(rev);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let responses: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        responses.len() >= 50,
+        "too little traffic during the reloads: {}",
+        responses.len()
+    );
+
+    let log: HashMap<String, serde_json::Value> = gw
+        .decisions()
+        .into_iter()
+        .map(|d| (d["decision_id"].as_str().unwrap().to_string(), d))
+        .collect();
+    for (status, reason, id) in &responses {
+        assert!(
+            *status == 200 || *status == 403,
+            "status {status} ({reason}) during reloads"
+        );
+        let record = &log[id];
+        let revision = record["revision"].as_str().unwrap();
+        assert!(
+            !refused.contains(revision) || valid.contains_key(revision),
+            "a refused set served {id}"
+        );
+        // The outcome is exactly what that complete revision decides.
+        assert_eq!(
+            valid.get(revision),
+            Some(&reason.as_str()),
+            "decision {id} does not match revision {revision}"
+        );
+    }
+    let served: HashSet<&str> = log
+        .values()
+        .map(|d| d["revision"].as_str().unwrap())
+        .collect();
+    assert!(
+        served.len() > 10,
+        "traffic saw only {} revisions",
+        served.len()
+    );
+}
+
+#[test]
+fn disabling_a_blueprint_blocks_its_agents_without_restart() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: "\n[reload]\ndebounce = \"50ms\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+
+    let path = gw.dir.path().join("policies/data/directory.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut directory: serde_json::Value = serde_json::from_str(&original).unwrap();
+    directory["blueprints"][BP_SALES]["disabled"] = true.into();
+
+    // The file watcher picks the edit up: poll until enforced and report how long it took.
+    let written = Instant::now();
+    std::fs::write(&path, serde_json::to_vec_pretty(&directory).unwrap()).unwrap();
+    let deadline = written + Duration::from_secs(20);
+    loop {
+        let r = gw.call("GET", "/orders/1", Some(&token));
+        if r.status == 403 {
+            r.assert_denied(403, "blueprint_disabled");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kill switch was not enforced within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "kill switch: file write to enforcement took {:?}",
+        written.elapsed()
+    );
+
+    // SIGHUP brings it back; the next request after the reload is allowed again.
+    std::fs::write(&path, &original).unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.call("GET", "/orders/1", Some(&token)).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "re-enabling was not enforced within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Other blueprints never noticed.
+    let mut invoice = spec(CallerKind::AgentApp);
+    invoice.client = AGENT_INVOICE.into();
+    invoice.blueprint = Some(BP_INVOICE.into());
+    gw.call("GET", "/orders/1", Some(&mint(&key, &invoice)))
+        .assert_allowed();
+}
+
+#[test]
+fn a_broken_edit_is_refused_reported_and_the_old_set_keeps_serving() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: "\n[reload]\nwatch = false\n".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let path = gw.dir.path().join("policies/data/directory.json");
+    std::fs::write(&path, "{\n  \"blueprints\": {\n    \"oops\n}").unwrap();
+    let (status, body) = gw.reload();
+    assert_eq!(status, 422);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("data/directory.json:4:"),
+        "names file and line: {error}"
+    );
+
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    let ready: serde_json::Value = reqwest::blocking::get(format!("{}/readyz", gw.admin))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        ready["reload"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("directory.json"),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["ready"], true,
+        "a refused edit does not make the gateway unready"
+    );
+    let metrics = reqwest::blocking::get(format!("{}/metrics", gw.admin))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("agentgate_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_pass_promtool_and_move_with_traffic() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let scrape = || {
+        reqwest::blocking::get(format!("{}/metrics", gw.admin))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let allowed = format!(
+        "agentgate_requests_total{{blueprint=\"{BP_SALES}\",caller_kind=\"agent_app\",decision=\"allow\",reason=\"allowed\",route=\"orders\"}}"
+    );
+    let before = scrape();
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    for _ in 0..3 {
+        gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    }
+    gw.call("GET", "/orders/1", None)
+        .assert_denied(401, "missing_token");
+    let unknown = {
+        let mut s = spec(CallerKind::AgentApp);
+        s.client = "dddddddd-4444-4444-4444-0000000000ee".into();
+        s.blueprint = Some("cccccccc-3333-3333-3333-0000000000ee".into());
+        mint(&key, &s)
+    };
+    gw.call("GET", "/orders/1", Some(&unknown))
+        .assert_denied(403, "unknown_blueprint");
+    let after = scrape();
+    assert_eq!(
+        metric(&after, &allowed) - metric(&before, &allowed),
+        3.0,
+        "{after}"
+    );
+    assert!(after.contains("reason=\"missing_token\""));
+    // A blueprint outside the directory is labelled unknown, never by its id.
+    assert!(after.contains("blueprint=\"unknown\""));
+    assert!(!after.contains("cccccccc-3333-3333-3333-0000000000ee"));
+    assert!(
+        metric(
+            &after,
+            "agentgate_token_cache_requests_total{result=\"hit\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(metric(&after, "agentgate_signing_keys{") >= 1.0);
+    assert!(after.contains("agentgate_policy_revision_info{revision="));
+
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is required ({e}); install it with: apt-get install -y prometheus")
+        });
+    use std::io::Write;
+    let mut child = promtool;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(after.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// True while the process runs (a zombie awaiting its parent counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn graceful_upgrade_under_load_loses_nothing() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    // A grace period lets both processes accept for a moment, as in production.
+    let old = Arc::new(Gateway::start(
+        &servers,
+        GatewaySpec {
+            grace_period: "2s",
+            ..Default::default()
+        },
+    ));
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, token, base) = (stop.clone(), token.clone(), old.base.clone());
+            std::thread::spawn(move || {
+                // A new connection per request: every connect must find a listener.
+                let client = reqwest::blocking::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match client
+                        .get(format!("{base}/orders/1"))
+                        .bearer_auth(&token)
+                        .send()
+                    {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(format!("status {}", r.status())),
+                        Err(e) => failed.push(format!("{e:?}")),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    old.sent(&token);
+
+    // The new process waits for the listening sockets; then the old one hands them over.
+    let config = old.dir.path().join("agentgate.toml");
+    let mut new = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["serve", "--upgrade", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(old.dir.path().join("stdout-new.log")).unwrap())
+        .stderr(std::fs::File::create(old.dir.path().join("stderr-new.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = old.dir.path().join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never opened the upgrade socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    old.signal("QUIT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::blocking::get(format!("{}/readyz", old.admin))
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+        || alive(old.child.id())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old process did not hand over and exit within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Keep the load on the new process for a moment, then stop.
+    for _ in 0..20 {
+        reqwest::blocking::get(format!("{}/healthz", old.admin)).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.join().unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during the upgrade: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 0);
+    let _ = new.kill();
+    let _ = new.wait();
+    let logged = std::fs::read_to_string(old.dir.path().join("stderr-new.log")).unwrap_or_default();
+    assert!(!logged.contains(&token));
+}
