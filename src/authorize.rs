@@ -27,6 +27,17 @@ pub struct Authenticated {
     cached_until: u64,
 }
 
+impl Authenticated {
+    /// Wraps a token checked elsewhere (`agentgate eval`), never cached.
+    pub fn uncached(token: VerifiedToken) -> Arc<Self> {
+        Arc::new(Self {
+            input: TokenInput::new(&token),
+            cached_until: 0,
+            token,
+        })
+    }
+}
+
 /// Why a request is refused. Token and directory problems come before policy runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -263,7 +274,26 @@ impl Authorizer {
                 }
             }
         };
-        let token_time = started.elapsed();
+        let mut verdict =
+            self.decide_for(caller, headers, line, route, now_ns, keep_input, snapshot);
+        verdict.token_time = started.elapsed().saturating_sub(verdict.policy_time);
+        verdict
+    }
+
+    /// Decides for a caller already authenticated (the second half of [`Self::authorize`]);
+    /// `agentgate eval --no-verify` enters here with an unverified token.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_for(
+        &self,
+        caller: Arc<Authenticated>,
+        headers: &HeaderMap,
+        line: RequestLine<'_>,
+        route: &RouteAccess,
+        now_ns: u64,
+        keep_input: bool,
+        snapshot: Arc<PolicySnapshot>,
+    ) -> Verdict {
+        let token_time = Duration::ZERO;
         let resolution = match snapshot.directory.resolve(&caller.token.caller) {
             Ok(r) => r,
             Err(e) => {

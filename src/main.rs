@@ -6,7 +6,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     agentgate::telemetry::init_logging();
     match agentgate::cli::run(agentgate::cli::Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(err) => {
             eprintln!("agentgate: {err:#}");
             ExitCode::from(1)

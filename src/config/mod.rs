@@ -117,6 +117,8 @@ pub enum KeySource {
     Discovery { authority: String },
     /// A JWKS document at a fixed address.
     Jwks { uri: String },
+    /// A JWKS document on disk (air-gapped deployments, `agentgate eval --jwks`).
+    File { path: PathBuf },
 }
 
 /// The verified-token cache.
@@ -208,7 +210,7 @@ impl Config {
         }
         let admin = socket(&raw.admin.address, "admin.address", &mut problems);
 
-        let identity = identity(raw.identity, &mut problems);
+        let identity = identity(raw.identity, &base, &mut problems);
         let policy = PolicyConfig {
             dir: base.join(&raw.policy.dir),
             timeout: raw.policy.timeout,
@@ -354,7 +356,7 @@ fn input_header(name: &str, problems: &mut Vec<String>) -> Option<HeaderName> {
     }
 }
 
-fn identity(raw: raw::RawIdentity, problems: &mut Vec<String>) -> IdentityConfig {
+fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> IdentityConfig {
     let mut algorithms = Vec::new();
     for a in &raw.algorithms {
         match Algorithm::from_str(a) {
@@ -385,9 +387,12 @@ fn identity(raw: raw::RawIdentity, problems: &mut Vec<String>) -> IdentityConfig
             problems.push(format!("identity.tenants[{i}].id {id} is listed twice"));
             continue;
         }
-        let keys = match (t.jwks_uri, t.authority) {
-            (Some(uri), _) => KeySource::Jwks { uri },
-            (None, authority) => KeySource::Discovery {
+        let keys = match (t.jwks_file, t.jwks_uri, t.authority) {
+            (Some(path), _, _) => KeySource::File {
+                path: base.join(path),
+            },
+            (None, Some(uri), _) => KeySource::Jwks { uri },
+            (None, None, authority) => KeySource::Discovery {
                 authority: authority
                     .unwrap_or_else(|| raw.authority.clone())
                     .trim_end_matches('/')
@@ -397,8 +402,9 @@ fn identity(raw: raw::RawIdentity, problems: &mut Vec<String>) -> IdentityConfig
         let url = match &keys {
             KeySource::Jwks { uri } => uri,
             KeySource::Discovery { authority } => authority,
+            KeySource::File { .. } => "file",
         };
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
+        if url != "file" && !(url.starts_with("https://") || url.starts_with("http://")) {
             problems.push(format!(
                 "identity.tenants[{i}]: {url:?} must be an http(s) URL"
             ));

@@ -183,6 +183,7 @@ pub struct RawTenant {
     pub id: String,
     pub authority: Option<String>,
     pub jwks_uri: Option<String>,
+    pub jwks_file: Option<String>,
 }
 
 /// `[token_cache]`: the cache of verified tokens.

@@ -29,7 +29,7 @@ pub type KeyMap = HashMap<String, Arc<SigningKey>>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyFetchError {
-    #[error("GET {url}: {message}")]
+    #[error("reading {url}: {message}")]
     Transport { url: String, message: String },
     #[error("GET {url}: HTTP status {status}")]
     Status { url: String, status: u16 },
@@ -55,6 +55,24 @@ pub async fn fetch_keys(
     timeout: Duration,
 ) -> Result<KeyMap, KeyFetchError> {
     let jwks_uri = match source {
+        KeySource::File { path } => {
+            let url = path.display().to_string();
+            let text = std::fs::read(path).map_err(|e| KeyFetchError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            let doc: JwksDocument =
+                serde_json::from_slice(&text).map_err(|e| KeyFetchError::Json {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            let keys = parse_jwks(doc, tenant, allowed);
+            return if keys.is_empty() {
+                Err(KeyFetchError::NoUsableKeys { url })
+            } else {
+                Ok(keys)
+            };
+        }
         KeySource::Jwks { uri } => uri.clone(),
         KeySource::Discovery { authority } => {
             let url = format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration");

@@ -122,6 +122,24 @@ impl CompiledPolicy {
         })
     }
 
+    /// Evaluates the entrypoint on a fresh clone with coverage on: the value, and the lines
+    /// of each module the evaluation went through (for `agentgate eval --explain`).
+    pub fn explain(
+        &self,
+        input: Value,
+    ) -> Result<(Value, regorus::coverage::Report), DecisionError> {
+        let mut engine = self.template.clone();
+        engine.set_enable_coverage(true);
+        engine.set_input(input);
+        let value = engine
+            .eval_rule(ENTRYPOINT.to_string())
+            .map_err(|e| DecisionError::Evaluation(format!("{e:#}")))?;
+        let report = engine
+            .get_coverage_report()
+            .map_err(|e| DecisionError::Evaluation(format!("{e:#}")))?;
+        Ok((value, report))
+    }
+
     /// Evaluates the entrypoint on this thread's evaluator.
     pub fn evaluate(&self, input: Value) -> Result<Value, DecisionError> {
         WORKER.with_borrow_mut(|engines| {

@@ -107,6 +107,14 @@ impl PolicySnapshot {
         })
     }
 
+    /// Evaluates `input` with coverage: the decision value and the evaluated lines per module.
+    pub fn explain(
+        &self,
+        input: Value,
+    ) -> Result<(Value, regorus::coverage::Report), DecisionError> {
+        self.compiled.explain(input)
+    }
+
     /// Evaluates the decision for `input`.
     pub fn decide(&self, input: Value) -> Result<Decision, DecisionError> {
         let value = self.compiled.evaluate(input)?;

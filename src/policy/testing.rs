@@ -1,9 +1,11 @@
-//! Running the Rego unit tests (`test_*` rules) of a policy directory.
+//! Running the Rego unit tests (`test_*` rules) of a policy directory, with optional
+//! filtering and line coverage of the deciding modules.
 
 use super::engine::build_engine;
 use super::files::{PolicyFiles, SourceFile};
 use super::PolicyLoadError;
 use regorus::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The outcome of one `test_*` rule.
@@ -17,6 +19,32 @@ pub struct TestOutcome {
     /// Why it failed: `false`, undefined, or the evaluation error.
     pub detail: Option<String>,
     pub elapsed: Duration,
+}
+
+/// Line coverage of one deciding module over the tests that ran.
+#[derive(Debug, Clone, Default)]
+pub struct FileCoverage {
+    pub file: String,
+    pub covered: BTreeSet<u32>,
+    pub not_covered: BTreeSet<u32>,
+    /// The module's source, for showing uncovered lines.
+    pub source: String,
+}
+
+/// Which tests to run and what to collect.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// Only tests whose full name (`data.pkg.test_x`) matches.
+    pub filter: Option<regex::Regex>,
+    pub coverage: bool,
+}
+
+/// Results of a test run.
+#[derive(Debug, Clone, Default)]
+pub struct TestReport {
+    pub outcomes: Vec<TestOutcome>,
+    /// Per deciding module, when coverage was asked for.
+    pub coverage: Vec<FileCoverage>,
 }
 
 /// Finds the `test_*` rules of a module: `(package path, rule name)` pairs.
@@ -45,12 +73,25 @@ fn test_rules(file: &SourceFile) -> Vec<(String, String)> {
 /// Compiles modules and tests together and evaluates every `test_*` rule. A test passes
 /// when its value is exactly `true`.
 pub fn run_tests(files: &PolicyFiles) -> Result<Vec<TestOutcome>, PolicyLoadError> {
+    Ok(run_tests_with(files, &TestOptions::default())?.outcomes)
+}
+
+/// [`run_tests`] with a filter and coverage.
+pub fn run_tests_with(
+    files: &PolicyFiles,
+    options: &TestOptions,
+) -> Result<TestReport, PolicyLoadError> {
     let modules: Vec<&SourceFile> = files.modules.iter().chain(&files.tests).collect();
-    let template = build_engine(&modules, files, None)?;
-    let mut outcomes = Vec::new();
+    let mut template = build_engine(&modules, files, None)?;
+    template.set_enable_coverage(options.coverage);
+    let mut report = TestReport::default();
+    let mut covered: BTreeMap<String, FileCoverage> = BTreeMap::new();
     for file in &files.tests {
         for (package, rule) in test_rules(file) {
             let name = format!("data.{package}.{rule}");
+            if options.filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
+                continue;
+            }
             let mut engine = template.clone();
             engine.set_input(Value::new_object());
             let started = Instant::now();
@@ -62,7 +103,10 @@ pub fn run_tests(files: &PolicyFiles) -> Result<Vec<TestOutcome>, PolicyLoadErro
                 Ok(v) => (false, Some(format!("evaluated to {v}"))),
                 Err(e) => (false, Some(format!("{e:#}"))),
             };
-            outcomes.push(TestOutcome {
+            if options.coverage {
+                merge_coverage(&mut covered, &engine, files);
+            }
+            report.outcomes.push(TestOutcome {
                 name,
                 file: file.name.clone(),
                 passed,
@@ -71,5 +115,35 @@ pub fn run_tests(files: &PolicyFiles) -> Result<Vec<TestOutcome>, PolicyLoadErro
             });
         }
     }
-    Ok(outcomes)
+    report.coverage = covered
+        .into_values()
+        .map(|mut c| {
+            c.not_covered = c.not_covered.difference(&c.covered).copied().collect();
+            c
+        })
+        .collect();
+    Ok(report)
+}
+
+/// Adds one engine's coverage of the deciding modules (not the tests) to `into`.
+fn merge_coverage(
+    into: &mut BTreeMap<String, FileCoverage>,
+    engine: &regorus::Engine,
+    files: &PolicyFiles,
+) {
+    let Ok(r) = engine.get_coverage_report() else {
+        return;
+    };
+    for f in r.files {
+        if !files.modules.iter().any(|m| m.name == f.path) {
+            continue;
+        }
+        let entry = into.entry(f.path.clone()).or_insert_with(|| FileCoverage {
+            file: f.path.clone(),
+            source: f.code.clone(),
+            ..Default::default()
+        });
+        entry.covered.extend(f.covered);
+        entry.not_covered.extend(f.not_covered);
+    }
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod caller_kinds;
+mod cli;
 mod fixtures;
 mod input_schema;
 mod keys;

@@ -446,3 +446,121 @@ fn graceful_upgrade_under_load_loses_nothing() {
     let logged = std::fs::read_to_string(old.dir.path().join("stderr-new.log")).unwrap_or_default();
     assert!(!logged.contains(&token));
 }
+
+#[test]
+fn a_shadow_set_is_evaluated_beside_the_enforced_one_without_changing_outcomes() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    // The candidate denies everything; it shadows the Invoice blueprint only.
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::create_dir_all(&shadow).unwrap();
+    std::fs::write(
+        shadow.join("candidate.rego"),
+        "package agentgate\n\ndecision := {\"allow\": false, \"status\": 403, \"reason\": \"candidate_says_no\"}\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: format!(
+                "\n[shadow]\ndir = \"{}\"\nblueprints = [\"{BP_INVOICE}\"]\n",
+                shadow.display()
+            ),
+            ..Default::default()
+        },
+    );
+    let mut invoice = spec(CallerKind::AgentApp);
+    invoice.client = AGENT_INVOICE.into();
+    invoice.blueprint = Some(BP_INVOICE.into());
+    // Enforced outcomes are unchanged for both blueprints.
+    gw.call("GET", "/orders/1", Some(&mint(&key, &invoice)))
+        .assert_allowed();
+    gw.call(
+        "GET",
+        "/orders/1",
+        Some(&mint(&key, &spec(CallerKind::AgentApp))),
+    )
+    .assert_allowed();
+
+    let metrics = reqwest::blocking::get(format!("{}/metrics", gw.admin))
+        .unwrap()
+        .text()
+        .unwrap();
+    let line = format!("agentgate_shadow_mismatches_total{{blueprint=\"{BP_INVOICE}\",enforced=\"allow\",shadow=\"deny\"}} 1");
+    assert!(metrics.contains(&line), "{metrics}");
+    assert!(!metrics.contains(&format!(
+        "agentgate_shadow_mismatches_total{{blueprint=\"{BP_SALES}\""
+    )));
+    assert!(metrics.contains("role=\"shadow\""));
+
+    let decisions = gw.decisions();
+    let shadowed: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.get("shadow").is_some())
+        .collect();
+    assert_eq!(shadowed.len(), 1, "only the Invoice blueprint is shadowed");
+    assert_eq!(shadowed[0]["shadow"]["reason"], "candidate_says_no");
+    assert_eq!(shadowed[0]["shadow"]["mismatch"], true);
+    assert_eq!(shadowed[0]["reason"], "allowed");
+    assert!(gw
+        .stderr()
+        .contains("shadow policy set would decide differently"));
+}
+
+#[test]
+fn allowed_decisions_can_be_sampled_but_denies_are_always_logged() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: "\n[log]\nallow_sample_rate = 0.0\n".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    for _ in 0..5 {
+        gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+        gw.call("DELETE", "/orders/1", Some(&token))
+            .assert_denied(403, "route_not_allowed");
+    }
+    gw.call("GET", "/orders/1", None)
+        .assert_denied(401, "missing_token");
+    // The log is written by a background thread: wait until the last deny shows up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.decisions().len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "denies missing from the decision log"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let decisions = gw.decisions();
+    assert_eq!(decisions.len(), 6, "{decisions:#?}");
+    assert!(decisions.iter().all(|d| d["allow"] == false));
+    let d = &decisions[0];
+    for field in [
+        "time",
+        "decision_id",
+        "route",
+        "method",
+        "path",
+        "caller_kind",
+        "tenant",
+        "agent_id",
+        "blueprint_id",
+        "blueprint_name",
+        "sponsors",
+        "user_oid",
+        "allow",
+        "status",
+        "reason",
+        "revision",
+        "latency_us",
+    ] {
+        assert!(d.get(field).is_some(), "decision log lacks {field}: {d}");
+    }
+    assert_eq!(d["blueprint_name"], "Sales Assistant Agent");
+    assert_eq!(d["sponsors"][0], "ffffffff-6666-6666-6666-0000000000a1");
+}

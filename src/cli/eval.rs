@@ -1,0 +1,341 @@
+//! `agentgate eval`: the decision the running gateway would make for one request, with the
+//! same routing, validation, classification, input building and policy code as the proxy.
+
+use crate::authorize::{outcome_label, Authenticated, Authorizer, Denial, RequestLine};
+use crate::config::{Config, KeySource};
+use crate::identity::{KeyStore, TokenValidator};
+use crate::policy::PolicySnapshot;
+use crate::proxy::respond::Rejection;
+use crate::proxy::routes::{check_path, RouteTable};
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where `eval` takes signing keys from.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    /// Fetch from the configured tenants, as the gateway does.
+    Configured,
+    /// A JWKS file for every configured tenant.
+    File(PathBuf),
+    /// No signature check at all; the result is marked unverified.
+    NoVerify,
+}
+
+/// One request to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub token: String,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub client_ip: String,
+    pub at: Option<SystemTime>,
+    pub explain: bool,
+    pub keys: Keys,
+}
+
+/// Evaluates the request and returns the report as JSON (the text form is derived from it).
+pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
+    let at = req.at.unwrap_or_else(SystemTime::now);
+    let now_ns = at
+        .duration_since(UNIX_EPOCH)
+        .context("--at is before 1970")?
+        .as_nanos() as u64;
+    let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    let mut report = json!({
+        "verified": !matches!(req.keys, Keys::NoVerify),
+        "request": {"method": req.method, "host": req.host, "path": path, "query": query, "client_ip": req.client_ip},
+    });
+    if check_path(path).is_err() {
+        return Ok(refused(report, 400, "invalid_path"));
+    }
+    let routes = RouteTable::new(&config.routes)?;
+    let Some(route) = routes.find(&req.host, path) else {
+        return Ok(refused(report, 404, "no_route"));
+    };
+    report["route"] = json!({"id": &*route.id, "path_prefix": route.config.path_prefix});
+
+    let mut identity = config.identity.clone();
+    if let Keys::File(path) = &req.keys {
+        for t in &mut identity.tenants {
+            t.keys = KeySource::File { path: path.clone() };
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let keys = Arc::new(KeyStore::new(&identity)?);
+    if !matches!(req.keys, Keys::NoVerify) {
+        runtime.block_on(keys.refresh_due());
+    }
+    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, false)
+        .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
+    let snapshot = Arc::new(snapshot);
+    let mut cache = config.token_cache.clone();
+    cache.enabled = false;
+    let authorizer = Authorizer::new(
+        TokenValidator::new(keys.clone(), &identity),
+        &identity,
+        &cache,
+        config.policy.input_headers.clone(),
+        Arc::new(ArcSwap::new(snapshot.clone())),
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", req.token)
+            .parse()
+            .context("the token is not a valid header value")?,
+    );
+    let line = RequestLine {
+        method: &req.method,
+        host: &req.host,
+        path,
+        query,
+        client_ip: &req.client_ip,
+    };
+    let verdict = match req.keys {
+        Keys::NoVerify => {
+            let validator = authorizer.validator();
+            match runtime.block_on(validator.verify_unsigned(&req.token, now_ns / 1_000_000_000)) {
+                Ok(token) => match token.check_audience(&route.access.audiences) {
+                    Ok(()) => authorizer.decide_for(
+                        Authenticated::uncached(token),
+                        &headers,
+                        line,
+                        &route.access,
+                        now_ns,
+                        true,
+                        snapshot.clone(),
+                    ),
+                    Err(e) => return Ok(refused(report, 401, e.reason())),
+                },
+                Err(e) => return Ok(refused(report, 401, e.reason())),
+            }
+        }
+        _ => runtime.block_on(authorizer.authorize(&headers, line, &route.access, now_ns, true)),
+    };
+    report["revision"] = json!(snapshot.revision);
+    if let Some(caller) = &verdict.caller {
+        report["caller"] = caller_report(caller, &snapshot);
+    }
+    let (status, reason) = match &verdict.outcome {
+        Ok(a) => (200, a.reason.to_string()),
+        Err(d) => (Rejection::for_denial(d).status, d.reason().to_string()),
+    };
+    report["outcome"] = json!(outcome_label(&verdict.outcome));
+    report["status"] = json!(status);
+    report["reason"] = json!(reason);
+    if let Err(Denial::PolicyError(e)) = &verdict.outcome {
+        report["policy_error"] = json!(e.to_string());
+    }
+    if let Some(input) = verdict.input {
+        report["input"] = serde_json::from_str(&input.to_json_str()?)?;
+        match snapshot.explain(input) {
+            Ok((value, coverage)) => {
+                report["decision"] =
+                    serde_json::from_str(&value.to_json_str()?).unwrap_or(Value::Null);
+                if req.explain {
+                    report["explain"] = explain(&coverage, &report["caller"], &snapshot);
+                }
+            }
+            Err(e) => report["decision"] = json!({"error": e.to_string()}),
+        }
+    }
+    Ok(report)
+}
+
+fn refused(mut report: Value, status: u16, reason: &str) -> Value {
+    report["outcome"] = json!("deny");
+    report["status"] = json!(status);
+    report["reason"] = json!(reason);
+    report
+}
+
+fn caller_report(caller: &Authenticated, snapshot: &PolicySnapshot) -> Value {
+    let c = &caller.token.caller;
+    let agent = c.agent_id().and_then(|a| snapshot.directory.agents.get(a));
+    let blueprint = c
+        .blueprint_id
+        .as_deref()
+        .and_then(|b| snapshot.directory.blueprints.get(b));
+    json!({
+        "kind": c.kind.as_str(),
+        "tenant": &*c.tenant,
+        "client_id": &*c.actor_id,
+        "agent": c.agent_id().map(|id| json!({"id": id, "display_name": agent.map(|a| &a.display_name), "known": agent.is_some()})),
+        "blueprint": c.blueprint_id.as_deref().map(|id| json!({"id": id, "name": blueprint.map(|b| &b.name), "publisher": blueprint.and_then(|b| b.publisher.as_ref()), "known": blueprint.is_some()})),
+        "sponsors": agent.map(|a| a.sponsors.iter().map(|s| json!({"id": s.id, "name": s.name})).collect::<Vec<_>>()).unwrap_or_default(),
+        "user": c.user_oid(),
+    })
+}
+
+/// The lines each module evaluated, and the data entries that describe the caller.
+fn explain(
+    coverage: &regorus::coverage::Report,
+    caller: &Value,
+    snapshot: &PolicySnapshot,
+) -> Value {
+    let files: Vec<Value> = coverage
+        .files
+        .iter()
+        .filter(|f| !f.covered.is_empty())
+        .map(|f| {
+            let lines: Vec<String> = f
+                .code
+                .split('\n')
+                .enumerate()
+                .filter(|(i, _)| f.covered.contains(&(*i as u32 + 1)))
+                .map(|(i, l)| format!("{:4}  {}", i + 1, l))
+                .collect();
+            json!({"file": f.path, "evaluated_lines": lines})
+        })
+        .collect();
+    let mut data = serde_json::Map::new();
+    if let Some(bp) = caller["blueprint"]["id"].as_str() {
+        let entry = snapshot
+            .directory
+            .blueprints
+            .get(bp)
+            .and_then(|b| serde_json::to_value(b).ok());
+        data.insert(
+            format!("data.directory.blueprints[\"{bp}\"]"),
+            entry.unwrap_or(Value::Null),
+        );
+    }
+    if let Some(agent) = caller["agent"]["id"].as_str() {
+        let entry = snapshot
+            .directory
+            .agents
+            .get(agent)
+            .and_then(|a| serde_json::to_value(a).ok());
+        data.insert(
+            format!("data.directory.agents[\"{agent}\"]"),
+            entry.unwrap_or(Value::Null),
+        );
+    }
+    if let Some(user) = caller["user"].as_str() {
+        if let Some(u) = snapshot
+            .directory
+            .agent_users
+            .get(user)
+            .and_then(|u| serde_json::to_value(u).ok())
+        {
+            data.insert(format!("data.directory.agent_users[\"{user}\"]"), u);
+        }
+    }
+    json!({"rules": files, "data": data})
+}
+
+/// Renders the report for people.
+pub fn render_text(r: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
+    let outcome = r["outcome"].as_str().unwrap_or("?");
+    line(
+        "decision",
+        format!(
+            "{} {} ({})",
+            outcome.to_uppercase(),
+            r["status"],
+            r["reason"].as_str().unwrap_or("")
+        ),
+    );
+    if r["verified"] == false {
+        line("verified", "NO: --no-verify skipped the signature check; this result proves nothing about the token".into());
+    }
+    if let Some(e) = r["policy_error"].as_str() {
+        line("error", e.to_string());
+    }
+    line(
+        "request",
+        format!(
+            "{} {}{}",
+            r["request"]["method"].as_str().unwrap_or(""),
+            r["request"]["host"].as_str().unwrap_or(""),
+            r["request"]["path"].as_str().unwrap_or("")
+        ),
+    );
+    if let Some(route) = r["route"]["id"].as_str() {
+        line("route", route.to_string());
+    }
+    let c = &r["caller"];
+    if c.is_object() {
+        line("caller", c["kind"].as_str().unwrap_or("").to_string());
+        line("tenant", c["tenant"].as_str().unwrap_or("").to_string());
+        line("client", c["client_id"].as_str().unwrap_or("").to_string());
+        if c["agent"].is_object() {
+            line(
+                "agent",
+                format!(
+                    "{} {}",
+                    c["agent"]["id"].as_str().unwrap_or(""),
+                    c["agent"]["display_name"]
+                        .as_str()
+                        .map_or("(not in the directory)".to_string(), |n| format!("\"{n}\""))
+                ),
+            );
+        }
+        if c["blueprint"].is_object() {
+            line(
+                "blueprint",
+                format!(
+                    "{} {}",
+                    c["blueprint"]["id"].as_str().unwrap_or(""),
+                    c["blueprint"]["name"]
+                        .as_str()
+                        .map_or("(not in the directory)".to_string(), |n| format!("\"{n}\""))
+                ),
+            );
+        }
+        let sponsors: Vec<String> = c["sponsors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                s["name"]
+                    .as_str()
+                    .or(s["id"].as_str())
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        if !sponsors.is_empty() {
+            line("sponsors", sponsors.join(", "));
+        }
+        if let Some(u) = c["user"].as_str() {
+            line("user", u.to_string());
+        }
+    }
+    if let Some(rev) = r["revision"].as_str() {
+        line("revision", rev.to_string());
+    }
+    if !r["input"].is_null() {
+        out.push_str(&format!(
+            "\ninput:\n{}\n",
+            serde_json::to_string_pretty(&r["input"]).unwrap_or_default()
+        ));
+        out.push_str(&format!(
+            "\ndecision object:\n{}\n",
+            serde_json::to_string_pretty(&r["decision"]).unwrap_or_default()
+        ));
+    }
+    if let Some(rules) = r["explain"]["rules"].as_array() {
+        out.push_str("\nexplain: lines evaluated\n");
+        for f in rules {
+            out.push_str(&format!("  {}\n", f["file"].as_str().unwrap_or("")));
+            for l in f["evaluated_lines"].as_array().into_iter().flatten() {
+                out.push_str(&format!("    {}\n", l.as_str().unwrap_or("")));
+            }
+        }
+        out.push_str("\nexplain: directory entries of the caller\n");
+        for (k, v) in r["explain"]["data"].as_object().into_iter().flatten() {
+            out.push_str(&format!("  {k} = {v}\n"));
+        }
+    }
+    out
+}

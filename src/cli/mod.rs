@@ -1,0 +1,312 @@
+//! The command line: `serve` (the default), `check`, `eval`, `test`, `token`, `completions`.
+
+mod eval;
+mod test_cmd;
+mod token;
+
+use crate::config::Config;
+use crate::dev::demo;
+use crate::policy::PolicySnapshot;
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Policy-enforcement reverse proxy for AI agents that sign in with Microsoft Entra Agent ID.
+#[derive(Debug, Parser)]
+#[command(name = "agentgate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    ///
+    /// Example: agentgate serve --config config/agentgate.toml
+    Serve(ServeArgs),
+    /// Validate the configuration, directory data and policies, and run the Rego tests.
+    ///
+    /// Exit status: 0 valid, 1 invalid, 2 usage error.
+    ///
+    /// Example: agentgate check --config config/agentgate.toml
+    Check(ConfigArg),
+    /// Show the decision the gateway would make for one request, and why.
+    ///
+    /// Uses the same routing, token validation, caller classification, input building and
+    /// policy evaluation as the running gateway. Keys come from the configured tenants (fetched),
+    /// from --jwks FILE, or are skipped with --no-verify (the result is then marked unverified).
+    ///
+    /// Examples:
+    ///   agentgate eval --token @token.txt --method GET --path /orders/42
+    ///   agentgate eval --token "$T" --method POST --path /orders --explain --format json
+    Eval(Box<EvalArgs>),
+    /// Run the Rego unit tests (rules named test_*) of a policy directory.
+    ///
+    /// Example: agentgate test policies --coverage --run 'access' -v
+    Test(TestArgs),
+    /// Work with tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print shell completions.
+    ///
+    /// Example: agentgate completions bash > /etc/bash_completion.d/agentgate
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(short, long, default_value = "config/agentgate.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Take over the listening sockets of a running instance (then send it SIGQUIT).
+    #[arg(long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(long)]
+    daemon: bool,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The bearer token: the token itself, @FILE, or - for standard input.
+    #[arg(long)]
+    token: String,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Path with optional query, e.g. /orders/42?expand=1.
+    #[arg(long)]
+    path: String,
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    client_ip: String,
+    /// Evaluate at this time (RFC 3339, e.g. 2026-01-01T09:30:00Z) instead of now.
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    at: Option<std::time::SystemTime>,
+    /// Show the policy lines evaluated and the caller's directory entries.
+    #[arg(long)]
+    explain: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Verify signatures with this JWKS file instead of fetching the tenants' keys.
+    #[arg(long, conflicts_with = "no_verify")]
+    jwks: Option<PathBuf>,
+    /// Do not verify the signature (prints a warning; the result is marked unverified).
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// The policy directory (default: the configured one, or ./policies).
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Report line coverage of each policy module, naming the lines never evaluated.
+    #[arg(long)]
+    coverage: bool,
+    /// Only run tests whose name (data.package.test_name) matches this regular expression.
+    #[arg(long)]
+    run: Option<String>,
+    /// List every test with its time, and show uncovered source lines.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token's header and claims, its caller kind and what its facets mean.
+    ///
+    /// Nothing is verified unless --jwks is given.
+    ///
+    /// Example: agentgate token decode @token.txt --jwks jwks.json
+    Decode {
+        /// The token, @FILE, or - for standard input.
+        token: String,
+        /// Verify the signature and claims against this JWKS file.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// Mint a dev token signed with the dev key (development only).
+    ///
+    /// Example: agentgate token mint --kind agent_app --client dddddddd-4444-4444-4444-000000000001
+    ///          --blueprint cccccccc-3333-3333-3333-000000000001 --role Orders.Read.All
+    Mint(Box<MintArgs>),
+}
+
+#[derive(Debug, Args)]
+struct MintArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Caller kind: agent_app, agent_obo, agent_user, app, user, app_obo_agent_user.
+    #[arg(long, default_value = "agent_app")]
+    kind: String,
+    /// Client id: the agent identity for agent kinds, the application otherwise.
+    #[arg(long)]
+    client: String,
+    /// Blueprint app id (agent kinds).
+    #[arg(long)]
+    blueprint: Option<String>,
+    /// User or agent user object id (delegated kinds).
+    #[arg(long)]
+    subject: Option<String>,
+    /// App role (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Delegated scope (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Tenant id (default: the first configured tenant).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Audience (default: the first route's first audience).
+    #[arg(long)]
+    aud: Option<String>,
+    /// Token version: 1.0 or 2.0.
+    #[arg(long, default_value = "1.0")]
+    version: String,
+    /// Lifetime, e.g. 1h or 90m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Signing key (default: the [dev] key of the configuration).
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+/// Runs the parsed command line; `Ok(false)` means "ran, but the answer is no" (exit 1).
+pub fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        None => serve(cli.serve).map(|()| true),
+        Some(Command::Serve(args)) => serve(args).map(|()| true),
+        Some(Command::Check(args)) => check(&args).map(|()| true),
+        Some(Command::Eval(args)) => eval_cmd(*args).map(|()| true),
+        Some(Command::Test(args)) => {
+            let dir = match args.dir {
+                Some(d) => d,
+                None => Config::load(&args.config.config)
+                    .map_or(PathBuf::from("policies"), |c| c.policy.dir),
+            };
+            test_cmd::run(&dir, args.run.as_deref(), args.coverage, args.verbose)
+        }
+        Some(Command::Token(TokenCommand::Decode { token, jwks })) => {
+            token::decode(&token, jwks.as_deref()).map(|()| true)
+        }
+        Some(Command::Token(TokenCommand::Mint(args))) => {
+            let args = *args;
+            let config = load(&args.config)?;
+            let minted = token::mint(
+                &config,
+                token::MintOptions {
+                    kind: args.kind,
+                    client: args.client,
+                    blueprint: args.blueprint,
+                    subject: args.subject,
+                    roles: args.roles,
+                    scopes: args.scopes,
+                    tenant: args.tenant,
+                    aud: args.aud,
+                    version: args.version,
+                    ttl: args.ttl,
+                    key: args.key,
+                },
+            )?;
+            println!("{minted}");
+            Ok(true)
+        }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "agentgate",
+                &mut std::io::stdout(),
+            );
+            Ok(true)
+        }
+    }
+}
+
+fn load(config: &ConfigArg) -> Result<Config> {
+    Ok(Config::load(&config.config)?)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    // Everything that can be refused is checked before any socket opens.
+    let parts = crate::proxy::build_parts(&config)?;
+    if let Some(dev) = &config.dev {
+        demo::start(&config, dev).context("failed to start the demo servers")?;
+    }
+    let opts = crate::proxy::RunOptions {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+    };
+    crate::proxy::run(&config, opts, parts)?;
+    Ok(())
+}
+
+fn check(args: &ConfigArg) -> Result<()> {
+    let config = load(args)?;
+    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, true)
+        .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
+    if let Some(shadow) = crate::reload::load_shadow(&config) {
+        shadow.context("shadow policy set")?;
+    }
+    println!(
+        "ok: {} routes, {} tenants, policy revision {}, {} blueprints, {} agents",
+        config.routes.len(),
+        config.identity.tenants.len(),
+        snapshot.revision,
+        snapshot.directory.blueprints.len(),
+        snapshot.directory.agents.len(),
+    );
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let keys = match (args.jwks, args.no_verify) {
+        (Some(f), _) => eval::Keys::File(f),
+        (None, true) => {
+            eprintln!("WARNING: --no-verify: the token's signature is NOT checked; anyone could have made this token.");
+            eval::Keys::NoVerify
+        }
+        (None, false) => eval::Keys::Configured,
+    };
+    let request = eval::EvalRequest {
+        token: token::read_token(&args.token)?,
+        method: args.method,
+        path: args.path,
+        host: args.host,
+        client_ip: args.client_ip,
+        at: args.at,
+        explain: args.explain,
+        keys,
+    };
+    let report = eval::evaluate(&config, &request)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", eval::render_text(&report)),
+    }
+    Ok(())
+}
