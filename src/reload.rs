@@ -125,6 +125,7 @@ impl Reloader {
 
     /// Builds a candidate set and swaps it in. Returns the enforced revision.
     pub fn reload(&self, trigger: &str) -> Result<String, ReloadError> {
+        let started = std::time::Instant::now();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut status = (*self.status.load_full()).clone();
         status.last_attempt_unix = unix_now();
@@ -134,7 +135,7 @@ impl Reloader {
             Ok(revision) => {
                 status.last_error = None;
                 self.metrics.last_reload_success.set(unix_now() as i64);
-                tracing::info!(revision = %revision, trigger, "reload applied");
+                tracing::info!(revision = %revision, trigger, took_ms = started.elapsed().as_millis() as u64, "reload applied");
             }
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
@@ -215,6 +216,46 @@ impl Reloader {
     }
 }
 
+/// The files whose changes matter: the configuration file, and `.rego`/`.json` files under
+/// the policy directories (not logs, pid files or editor swap files next to them).
+struct RelevantPaths {
+    config: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl RelevantPaths {
+    /// Canonical forms, so events reported under another spelling of a path still match.
+    fn new(config: &std::path::Path, dirs: &[PathBuf]) -> Self {
+        let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        Self {
+            config: canonical(config),
+            dirs: dirs.iter().map(|d| canonical(d)).collect(),
+        }
+    }
+
+    fn matches(&self, path: &std::path::Path) -> bool {
+        let path = match (
+            path.parent().and_then(|p| p.canonicalize().ok()),
+            path.file_name(),
+        ) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        };
+        if path == self.config {
+            return true;
+        }
+        let policy_file = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("rego" | "json")
+        );
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        policy_file && !hidden && self.dirs.iter().any(|d| path.starts_with(d))
+    }
+}
+
 /// The background task that turns file changes and SIGHUP into reloads.
 pub struct ReloadTriggers {
     pub reloader: Arc<Reloader>,
@@ -227,23 +268,32 @@ impl ReloadTriggers {
     pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         use notify::Watcher;
         let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watched = self.reloader.watched_paths();
+        let dirs: Vec<PathBuf> = watched.iter().filter(|p| p.is_dir()).cloned().collect();
+        let relevant = RelevantPaths::new(&self.reloader.config_path, &dirs);
         let _watcher = if self.watch {
             let watcher =
                 notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    if event.is_ok_and(|e| !e.kind.is_access()) {
-                        let _ = tx.send(());
+                    if let Ok(e) = event {
+                        if !e.kind.is_access() && e.paths.iter().any(|p| relevant.matches(p)) {
+                            let _ = tx.send(());
+                        }
                     }
                 });
             match watcher {
                 Ok(mut w) => {
-                    for path in self.reloader.watched_paths() {
-                        // Watch a file's directory: editors replace files rather than write them.
-                        let target = if path.is_dir() {
-                            path.clone()
+                    for path in watched {
+                        // A file's directory is watched (editors replace files rather than
+                        // write them); events are filtered down to the files that matter.
+                        let (target, mode) = if path.is_dir() {
+                            (path.clone(), notify::RecursiveMode::Recursive)
                         } else {
-                            path.parent().map(PathBuf::from).unwrap_or(path.clone())
+                            (
+                                path.parent().map(PathBuf::from).unwrap_or(path.clone()),
+                                notify::RecursiveMode::NonRecursive,
+                            )
                         };
-                        if let Err(e) = w.watch(&target, notify::RecursiveMode::Recursive) {
+                        if let Err(e) = w.watch(&target, mode) {
                             tracing::warn!(path = %target.display(), error = %e, "cannot watch for changes; use SIGHUP or POST /reload");
                         }
                     }

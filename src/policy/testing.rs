@@ -83,6 +83,10 @@ pub fn run_tests_with(
 ) -> Result<TestReport, PolicyLoadError> {
     let modules: Vec<&SourceFile> = files.modules.iter().chain(&files.tests).collect();
     let mut template = build_engine(&modules, files, None)?;
+    // One evaluation prepares the engine; clones of an unprepared engine would each
+    // recompile every module. Its result (even an error) does not matter.
+    template.set_input(Value::new_object());
+    let _ = template.eval_rule(super::engine::ENTRYPOINT.to_string());
     template.set_enable_coverage(options.coverage);
     let mut report = TestReport::default();
     let mut covered: BTreeMap<String, FileCoverage> = BTreeMap::new();

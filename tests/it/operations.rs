@@ -117,11 +117,20 @@ fn reloads_under_load_never_serve_a_broken_set() {
         responses.len()
     );
 
-    let log: HashMap<String, serde_json::Value> = gw
-        .decisions()
-        .into_iter()
-        .map(|d| (d["decision_id"].as_str().unwrap().to_string(), d))
-        .collect();
+    // The decision log is written by a background thread: wait for the last records.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log: HashMap<String, serde_json::Value> = loop {
+        let log: HashMap<String, serde_json::Value> = gw
+            .decisions()
+            .into_iter()
+            .map(|d| (d["decision_id"].as_str().unwrap().to_string(), d))
+            .collect();
+        if responses.iter().all(|(_, _, id)| log.contains_key(id)) {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "decisions missing from the log");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     for (status, reason, id) in &responses {
         assert!(
             *status == 200 || *status == 403,
@@ -494,7 +503,7 @@ fn a_shadow_set_is_evaluated_beside_the_enforced_one_without_changing_outcomes()
     )));
     assert!(metrics.contains("role=\"shadow\""));
 
-    let decisions = gw.decisions();
+    let decisions = gw.wait_decisions(2);
     let shadowed: Vec<_> = decisions
         .iter()
         .filter(|d| d.get("shadow").is_some())
@@ -527,16 +536,7 @@ fn allowed_decisions_can_be_sampled_but_denies_are_always_logged() {
     }
     gw.call("GET", "/orders/1", None)
         .assert_denied(401, "missing_token");
-    // The log is written by a background thread: wait until the last deny shows up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.decisions().len() < 6 {
-        assert!(
-            Instant::now() < deadline,
-            "denies missing from the decision log"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let decisions = gw.decisions();
+    let decisions = gw.wait_decisions(6);
     assert_eq!(decisions.len(), 6, "{decisions:#?}");
     assert!(decisions.iter().all(|d| d["allow"] == false));
     let d = &decisions[0];

@@ -324,12 +324,32 @@ audiences = ["{API_URI}", "{API}"]
     pub fn decisions(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("stdout.log"))
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            // A line still being written has no newline yet.
+            .filter(|l| l.ends_with('\n'))
             .map(|l| {
                 serde_json::from_str(l)
                     .unwrap_or_else(|e| panic!("not a JSON decision line ({e}): {l}"))
             })
             .collect()
+    }
+
+    /// The decision log once it holds at least `n` records (it is written in the
+    /// background); fails the test after 10 s.
+    pub fn wait_decisions(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = self.decisions();
+            if d.len() >= n {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} decisions logged",
+                d.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `POST /reload` on the admin listener: (status, body).
