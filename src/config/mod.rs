@@ -80,6 +80,10 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// Largest request header block accepted (names plus values); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Requests served on one keep-alive connection before it is closed.
+    pub max_requests_per_connection: u32,
 }
 
 /// Token validation and signing-key settings.
@@ -244,6 +248,9 @@ impl Config {
         if routes.is_empty() && problems.is_empty() {
             problems.push("no [[routes]]: add at least one route".into());
         }
+        if raw.server.max_requests_per_connection == 0 {
+            problems.push("server.max_requests_per_connection must be at least 1".into());
+        }
         if raw.server.threads == 0 {
             problems.push("server.threads must be at least 1".into());
         }
@@ -298,6 +305,8 @@ impl Config {
                     graceful_shutdown_timeout: raw.server.graceful_shutdown_timeout,
                     pid_file: raw.server.pid_file,
                     upgrade_sock: raw.server.upgrade_sock,
+                    max_header_bytes: raw.server.max_header_bytes,
+                    max_requests_per_connection: raw.server.max_requests_per_connection,
                 },
                 listeners,
                 admin,

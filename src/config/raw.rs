@@ -86,6 +86,8 @@ pub struct RawServer {
     pub graceful_shutdown_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
+    pub max_header_bytes: usize,
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for RawServer {
@@ -96,6 +98,8 @@ impl Default for RawServer {
             graceful_shutdown_timeout: Duration::from_secs(5),
             pid_file: "/tmp/agentgate.pid".into(),
             upgrade_sock: "/tmp/agentgate_upgrade.sock".into(),
+            max_header_bytes: 32 * 1024,
+            max_requests_per_connection: 1000,
         }
     }
 }

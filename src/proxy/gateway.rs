@@ -4,6 +4,7 @@
 //! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
 //! headers; `fail_to_proxy` maps upstream failures; `logging` records the decision once.
 
+use super::framing::check_request;
 use super::headers::{add_identity_headers, strip_identity_headers};
 use super::respond::{send, Rejection};
 use super::routes::{check_path, Route, RouteTable};
@@ -27,6 +28,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub decision_log: Arc<DecisionLog>,
     ids: DecisionIds,
+    max_header_bytes: usize,
+    max_requests_per_connection: u32,
 }
 
 /// Per-request facts carried between phases.
@@ -44,6 +47,13 @@ pub struct RequestCtx {
     tries: usize,
     /// The shadow verdict and whether it differs from the enforced one.
     shadow: Option<(ShadowOutcome, bool)>,
+    /// This request's position on its connection (1 for the first).
+    nth_on_connection: u32,
+}
+
+/// Carried from one request to the next on a keep-alive connection.
+struct ConnectionState {
+    requests: u32,
 }
 
 /// Decision ids: a random per-process prefix and a counter; unique and cheap.
@@ -75,6 +85,8 @@ impl Gateway {
         authorizer: Arc<Authorizer>,
         metrics: Arc<Metrics>,
         decision_log: Arc<DecisionLog>,
+        max_header_bytes: usize,
+        max_requests_per_connection: u32,
     ) -> Self {
         Self {
             routes,
@@ -82,6 +94,8 @@ impl Gateway {
             metrics,
             decision_log,
             ids: DecisionIds::new(),
+            max_header_bytes,
+            max_requests_per_connection,
         }
     }
 
@@ -195,10 +209,52 @@ impl ProxyHttp for Gateway {
             forwarded_at: None,
             tries: 0,
             shadow: None,
+            nth_on_connection: 1,
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(ConnectionState {
+            requests: ctx.nth_on_connection,
+        }))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(state) = prev.downcast::<ConnectionState>() {
+            ctx.nth_on_connection = state.requests.saturating_add(1);
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.nth_on_connection >= self.max_requests_per_connection {
+            // Closing connections now and then bounds per-connection state (as nginx does).
+            session.set_keepalive(None);
+        }
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        if let Err(e) = check_request(
+            &session.req_header().headers,
+            raw.as_deref(),
+            self.max_header_bytes,
+        ) {
+            // The body's extent is in doubt: never read another request from this connection.
+            session.set_keepalive(None);
+            let (status, reason) = e.status_and_reason();
+            return self
+                .reject(session, ctx, Rejection::plain(status, reason))
+                .await;
+        }
         let req = session.req_header();
         let path = req.uri.path();
         if check_path(path).is_err() {

@@ -1,6 +1,7 @@
 //! The proxy process: wiring config, keys, policy and pingora services together.
 
 pub mod admin;
+pub mod framing;
 pub mod gateway;
 pub mod headers;
 pub mod respond;
@@ -137,6 +138,8 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         parts.authorizer.clone(),
         parts.metrics.clone(),
         Arc::new(decision_log),
+        config.server.max_header_bytes,
+        config.server.max_requests_per_connection,
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "agentgate");

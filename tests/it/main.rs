@@ -7,6 +7,7 @@ mod support;
 mod caller_kinds;
 mod cli;
 mod fixtures;
+mod http_abuse;
 mod input_schema;
 mod keys;
 mod operations;

@@ -143,6 +143,8 @@ pub struct GatewaySpec {
     /// Appended at the end of the configuration (whole tables such as `[reload]`).
     pub extra_config: String,
     pub grace_period: &'static str,
+    /// Extra lines for the `[server]` table.
+    pub server_extra: String,
 }
 
 impl Default for GatewaySpec {
@@ -156,6 +158,7 @@ impl Default for GatewaySpec {
             cache: true,
             extra_config: String::new(),
             grace_period: "0s",
+            server_extra: String::new(),
         }
     }
 }
@@ -226,6 +229,7 @@ grace_period = "{grace}"
 graceful_shutdown_timeout = "1s"
 pid_file = "{d}/agentgate.pid"
 upgrade_sock = "{d}/upgrade.sock"
+{server_extra}
 
 [[listeners]]
 address = "127.0.0.1:{port}"
@@ -270,6 +274,7 @@ audiences = ["{API_URI}", "{API}"]
             cache = spec.cache,
             route_extra = spec.route_extra,
             grace = spec.grace_period,
+            server_extra = spec.server_extra,
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -1,0 +1,138 @@
+//! HTTP-level abuse over raw sockets: smuggling shapes, oversized headers, connection reuse.
+
+use crate::support::*;
+use agentgate::identity::CallerKind;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Sends raw bytes on a fresh connection; returns the response head and whether the server
+/// then closed the connection.
+fn raw(gw: &Gateway, request: &str) -> (String, bool) {
+    let addr = gw.base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break false, // timed out with the connection still open
+        }
+    };
+    (String::from_utf8_lossy(&buf).to_string(), closed)
+}
+
+fn status(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn smuggling_shapes_get_400_and_a_closed_connection() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let cases = [
+        ("CL and TE", format!("POST /orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+        ("TE and CL", format!("POST /orders HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nAuthorization: Bearer {token}\r\n\r\n0\r\n\r\n")),
+        ("two Content-Length", format!("POST /orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde")),
+        ("obfuscated TE", format!("POST /orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n")),
+        ("TE list", format!("POST /orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n")),
+        ("two TE", format!("POST /orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+    ];
+    for (what, request) in cases {
+        let (head, closed) = raw(&gw, &request);
+        assert_eq!(status(&head), 400, "{what}: {head}");
+        assert!(
+            closed,
+            "{what}: the connection must be closed after an ambiguous request"
+        );
+        assert!(!head.contains("sample-api"), "{what}: reached the upstream");
+    }
+}
+
+#[test]
+fn oversized_header_blocks_get_431() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let big = "x".repeat(40 * 1024);
+    let (head, _) = raw(
+        &gw,
+        &format!("GET /orders/1 HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"),
+    );
+    assert_eq!(status(&head), 431, "{head}");
+    assert!(head.contains("headers_too_large"));
+}
+
+#[test]
+fn connections_are_closed_after_the_request_cap() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: String::new(),
+            server_extra: "max_requests_per_connection = 3".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let request =
+        format!("GET /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let addr = gw.base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    for i in 1..=3 {
+        s.write_all(request.as_bytes()).unwrap();
+        let (status, close) = read_response(&mut reader);
+        assert_eq!(status, 200, "request {i}");
+        assert!(
+            !close || i == 3,
+            "request {i} closed the connection before the cap"
+        );
+    }
+    // After the cap the server closes the connection (a timeout here would mean it did not).
+    let mut rest = Vec::new();
+    let n = reader
+        .read_to_end(&mut rest)
+        .expect("the connection must be closed after the cap");
+    assert_eq!(n, 0);
+}
+
+/// Reads one response with a Content-Length body: (status, `Connection: close`).
+fn read_response(r: &mut impl std::io::BufRead) -> (u16, bool) {
+    let (mut status, mut length, mut close) = (0, 0, false);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            break;
+        }
+        if l.starts_with("http/1.1 ") {
+            status = status_of(&l);
+        } else if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        } else if l == "connection: close" {
+            close = true;
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    (status, close)
+}
+
+fn status_of(head: &str) -> u16 {
+    status(head)
+}
