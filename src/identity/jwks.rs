@@ -180,6 +180,7 @@ struct Jwk {
     kid: String,
     #[serde(rename = "use")]
     use_: Option<String>,
+    key_ops: Option<Vec<String>>,
     alg: Option<String>,
     n: String,
     e: String,
@@ -193,7 +194,14 @@ pub fn parse_jwks(doc: JwksDocument, tenant: &str, allowed: &[Algorithm]) -> Key
         let Ok(jwk) = serde_json::from_value::<Jwk>(raw) else {
             continue;
         };
-        if jwk.kty != "RSA" || jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        // RFC 7517 §4.2-4.3: a key meant for encryption, or whose operations exclude
+        // verification, is not a signature key.
+        let not_for_verifying = jwk
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|o| o == "verify"));
+        if jwk.kty != "RSA" || jwk.use_.as_deref().is_some_and(|u| u != "sig") || not_for_verifying
+        {
             continue;
         }
         let alg = match jwk.alg.as_deref().map(Algorithm::from_str) {

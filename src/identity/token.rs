@@ -6,7 +6,8 @@
 
 use super::caller::{classify, Caller};
 use super::claims::{Claims, Header, TimeClaim};
-use super::keys::{KeyStore, TenantKeys};
+use super::jwks::SigningKey;
+use super::keys::KeyStore;
 use super::{v1_issuer, v2_issuer, TokenError, EXCHANGE_AUDIENCE};
 use crate::config::IdentityConfig;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -83,6 +84,93 @@ impl VerifiedToken {
         } else {
             Err(TokenError::BadAudience)
         }
+    }
+}
+
+/// A compact JWS split into its parts with an acceptable header; nothing verified yet.
+#[derive(Debug)]
+pub struct CompactJws<'t> {
+    header_b64: &'t str,
+    claims_b64: &'t str,
+    sig_b64: &'t str,
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+/// Splits a compact JWS and checks its header: exactly three parts, strict base64url, a
+/// `typ` of a JWT access token, an allowed `alg`, and no key-pointing or critical parameters.
+pub fn parse_compact<'t>(
+    token: &'t str,
+    algorithms: &[Algorithm],
+) -> Result<CompactJws<'t>, TokenError> {
+    let (header_b64, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let (claims_b64, sig_b64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+    if sig_b64.contains('.') || header_b64.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let header: Header = decode_json(header_b64)?;
+    if header.has_forbidden_parameter() {
+        return Err(TokenError::ForbiddenHeader);
+    }
+    if let Some(typ) = &header.typ {
+        let ok = ["JWT", "at+jwt", "application/at+jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t));
+        if !ok {
+            return Err(TokenError::BadType);
+        }
+    }
+    let alg = match Algorithm::from_str(&header.alg) {
+        Ok(alg) if algorithms.contains(&alg) => alg,
+        _ => return Err(TokenError::AlgorithmNotAllowed),
+    };
+    if sig_b64.is_empty() {
+        return Err(TokenError::BadSignature);
+    }
+    Ok(CompactJws {
+        header_b64,
+        claims_b64,
+        sig_b64,
+        alg,
+        kid: header.kid,
+    })
+}
+
+impl CompactJws<'_> {
+    /// Verifies the signature with `key`, which must allow this `alg` if its JWK named one.
+    pub fn verify_with(&self, key: &SigningKey) -> Result<(), TokenError> {
+        // Strict decoding first: jsonwebtoken's own decoder is more lenient about padding.
+        B64URL
+            .decode(self.sig_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        if key.alg.is_some_and(|a| a != self.alg) {
+            return Err(TokenError::BadSignature);
+        }
+        let mut message = Vec::with_capacity(self.header_b64.len() + 1 + self.claims_b64.len());
+        message.extend_from_slice(self.header_b64.as_bytes());
+        message.push(b'.');
+        message.extend_from_slice(self.claims_b64.as_bytes());
+        verify_signature(&message, self.sig_b64, key, self.alg)
+    }
+
+    /// The payload bytes, decoded.
+    pub fn payload(&self) -> Result<Vec<u8>, TokenError> {
+        B64URL
+            .decode(self.claims_b64)
+            .map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// Verifies `sig_b64` over `message` with jsonwebtoken's aws-lc-rs backend.
+pub fn verify_signature(
+    message: &[u8],
+    sig_b64: &str,
+    key: &SigningKey,
+    alg: Algorithm,
+) -> Result<(), TokenError> {
+    match jsonwebtoken::crypto::verify(sig_b64, message, &key.key, alg) {
+        Ok(true) => Ok(()),
+        _ => Err(TokenError::BadSignature),
     }
 }
 
@@ -168,18 +256,10 @@ impl TokenValidator {
         now: u64,
         signature: bool,
     ) -> Result<VerifiedToken, TokenError> {
-        let (header_b64, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        let (claims_b64, sig_b64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
-        if sig_b64.contains('.') || header_b64.is_empty() || claims_b64.is_empty() {
-            return Err(TokenError::Malformed);
-        }
-        let header: Header = decode_json(header_b64)?;
-        let alg = self.check_header(&header)?;
-        let kid = header.kid.ok_or(TokenError::Malformed)?;
-        if sig_b64.is_empty() {
-            return Err(TokenError::BadSignature);
-        }
-        let claims: Claims = decode_json(claims_b64)?;
+        let jws = parse_compact(token, &self.algorithms)?;
+        let kid = jws.kid.clone().ok_or(TokenError::Malformed)?;
+        let claims: Claims =
+            serde_json::from_slice(&jws.payload()?).map_err(|_| TokenError::Malformed)?;
 
         // Tenant, issuer and audience before any RSA work: garbage must stay cheap.
         let tid = claims.tid.as_deref().ok_or(TokenError::MissingClaim)?;
@@ -196,8 +276,8 @@ impl TokenValidator {
         check_lifetime(exp, nbf, iat, now, self.leeway)?;
 
         if signature {
-            self.check_signature(tenant, &kid, alg, header_b64, claims_b64, sig_b64)
-                .await?;
+            let key = self.keys.key(tenant, &kid).await?;
+            jws.verify_with(&key)?;
         }
 
         let actor = match version {
@@ -225,50 +305,6 @@ impl TokenValidator {
                 .collect(),
             kid: kid.into_boxed_str(),
         })
-    }
-
-    fn check_header(&self, header: &Header) -> Result<Algorithm, TokenError> {
-        if header.has_forbidden_parameter() {
-            return Err(TokenError::ForbiddenHeader);
-        }
-        if let Some(typ) = &header.typ {
-            let ok = ["JWT", "at+jwt", "application/at+jwt"]
-                .iter()
-                .any(|t| typ.eq_ignore_ascii_case(t));
-            if !ok {
-                return Err(TokenError::BadType);
-            }
-        }
-        match Algorithm::from_str(&header.alg) {
-            Ok(alg) if self.algorithms.contains(&alg) => Ok(alg),
-            _ => Err(TokenError::AlgorithmNotAllowed),
-        }
-    }
-
-    async fn check_signature(
-        &self,
-        tenant: &TenantKeys,
-        kid: &str,
-        alg: Algorithm,
-        header_b64: &str,
-        claims_b64: &str,
-        sig_b64: &str,
-    ) -> Result<(), TokenError> {
-        // Strict decoding first: jsonwebtoken's own decoder is more lenient about padding.
-        B64URL.decode(sig_b64).map_err(|_| TokenError::Malformed)?;
-        let key = self.keys.key(tenant, kid).await?;
-        if key.alg.is_some_and(|a| a != alg) {
-            return Err(TokenError::BadSignature);
-        }
-        let message_len = header_b64.len() + 1 + claims_b64.len();
-        let mut message = Vec::with_capacity(message_len);
-        message.extend_from_slice(header_b64.as_bytes());
-        message.push(b'.');
-        message.extend_from_slice(claims_b64.as_bytes());
-        match jsonwebtoken::crypto::verify(sig_b64, &message, &key.key, alg) {
-            Ok(true) => Ok(()),
-            _ => Err(TokenError::BadSignature),
-        }
     }
 }
 

@@ -15,3 +15,4 @@ mod policy_rules;
 mod proxying;
 mod rego;
 mod token_checks;
+mod wycheproof;
