@@ -44,6 +44,12 @@ pub struct TenantKeys {
     consecutive_failures: AtomicU32,
 }
 
+impl TenantKeys {
+    fn attempts(&self) -> u64 {
+        self.fetches_ok.load(Ordering::Acquire) + self.fetches_failed.load(Ordering::Acquire)
+    }
+}
+
 #[derive(Default)]
 struct FetchState {
     last_attempt: Option<Instant>,
@@ -168,15 +174,18 @@ impl KeyStore {
         tenant: &TenantKeys,
         kid: &str,
     ) -> Result<Arc<SigningKey>, TokenError> {
+        let attempts_before = tenant.attempts();
         let mut state = tenant.fetch_lock.lock().await;
-        // Another request may have fetched while this one waited for the lock.
+        // Single flight: if a fetch finished while this request waited for the lock, its
+        // result is this request's answer too.
         if let Some(k) = self.lookup(tenant, kid) {
             return Ok(k);
         }
+        let coalesced = tenant.attempts() != attempts_before;
         let recently = state
             .last_attempt
             .is_some_and(|t| t.elapsed() < self.settings.min_refetch_interval);
-        if !recently {
+        if !recently && !coalesced {
             self.fetch_locked(tenant, &mut state, "unknown kid").await;
         }
         self.lookup(tenant, kid)
@@ -205,13 +214,13 @@ impl KeyStore {
                     fetched_at: Instant::now(),
                     fetched_unix: unix_now(),
                 })));
-                tenant.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                tenant.fetches_ok.fetch_add(1, Ordering::Release);
                 tenant.consecutive_failures.store(0, Ordering::Relaxed);
                 state.last_error = None;
                 tracing::info!(tenant = %tenant.tenant, keys = count, removed, reason = why, "signing keys loaded");
             }
             Err(e) => {
-                tenant.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                tenant.fetches_failed.fetch_add(1, Ordering::Release);
                 tenant.consecutive_failures.fetch_add(1, Ordering::Relaxed);
                 let kept = tenant.current.load().as_ref().map_or(0, |s| s.keys.len());
                 tracing::warn!(tenant = %tenant.tenant, error = %e, kept_keys = kept, reason = why, "signing key fetch failed; keeping the last good set");

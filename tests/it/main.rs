@@ -9,6 +9,7 @@ mod cli;
 mod fixtures;
 mod http_abuse;
 mod input_schema;
+mod key_faults;
 mod keys;
 mod operations;
 mod policy_rules;
