@@ -84,6 +84,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Requests served on one keep-alive connection before it is closed.
     pub max_requests_per_connection: u32,
+    /// Time a client has to send a request's complete header block (against slowloris).
+    pub header_read_timeout: Duration,
 }
 
 /// Token validation and signing-key settings.
@@ -248,6 +250,9 @@ impl Config {
         if routes.is_empty() && problems.is_empty() {
             problems.push("no [[routes]]: add at least one route".into());
         }
+        if raw.server.header_read_timeout.is_zero() {
+            problems.push("server.header_read_timeout must be greater than zero".into());
+        }
         if raw.server.max_requests_per_connection == 0 {
             problems.push("server.max_requests_per_connection must be at least 1".into());
         }
@@ -307,6 +312,7 @@ impl Config {
                     upgrade_sock: raw.server.upgrade_sock,
                     max_header_bytes: raw.server.max_header_bytes,
                     max_requests_per_connection: raw.server.max_requests_per_connection,
+                    header_read_timeout: raw.server.header_read_timeout,
                 },
                 listeners,
                 admin,

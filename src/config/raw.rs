@@ -88,6 +88,8 @@ pub struct RawServer {
     pub upgrade_sock: String,
     pub max_header_bytes: usize,
     pub max_requests_per_connection: u32,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for RawServer {
@@ -100,6 +102,7 @@ impl Default for RawServer {
             upgrade_sock: "/tmp/agentgate_upgrade.sock".into(),
             max_header_bytes: 32 * 1024,
             max_requests_per_connection: 1000,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy process: wiring config, keys, policy and pingora services together.
 
 pub mod admin;
+pub mod deadline;
 pub mod framing;
 pub mod gateway;
 pub mod headers;
@@ -141,8 +142,15 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         config.server.max_header_bytes,
         config.server.max_requests_per_connection,
     );
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "agentgate");
+    let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
+    http.handle_init_modules();
+    let mut proxy = Service::new(
+        "agentgate".to_string(),
+        deadline::WithHeaderDeadline {
+            inner: Arc::new(http),
+            deadline: config.server.header_read_timeout,
+        },
+    );
     for l in &config.listeners {
         proxy.add_tcp(&l.to_string());
     }

@@ -136,3 +136,72 @@ fn read_response(r: &mut impl std::io::BufRead) -> (u16, bool) {
 fn status_of(head: &str) -> u16 {
     status(head)
 }
+
+/// Slow clients that trickle header bytes are cut off at the header read deadline while
+/// legitimate clients keep being served. CI runs 50 slow clients; set
+/// `AGENTGATE_SLOWLORIS_CLIENTS=1000` for the full-scale run.
+#[test]
+fn slowloris_clients_are_cut_off_and_legitimate_clients_keep_working() {
+    let slow_clients: usize = std::env::var("AGENTGATE_SLOWLORIS_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "header_read_timeout = \"1s\"".into(),
+            ..Default::default()
+        },
+    );
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let slow: Vec<_> = (0..slow_clients)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.write_all(b"GET /orders/1 HTTP/1.1\r\nHost: a\r\n")
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                // One header byte every 250 ms, for at most 20 s: a slowloris.
+                for _ in 0..80 {
+                    std::thread::sleep(Duration::from_millis(250));
+                    if s.write_all(b"X").is_err() {
+                        return true;
+                    }
+                    let mut b = [0u8; 512];
+                    match s.read(&mut b) {
+                        Ok(0) => return true,
+                        Ok(_) => return true, // an error response, then the close
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return true,
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let (mut ok, total) = (0, 200);
+    for _ in 0..total {
+        if gw.call("GET", "/orders/1", Some(&token)).status == 200 {
+            ok += 1;
+        }
+    }
+    let cut_off = slow
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(
+        cut_off, slow_clients,
+        "every slow client is disconnected by the header deadline"
+    );
+    assert!(
+        ok * 100 >= total * 99,
+        "legitimate success rate {ok}/{total}"
+    );
+}

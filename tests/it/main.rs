@@ -4,6 +4,7 @@
 
 mod support;
 
+mod attacks;
 mod caller_kinds;
 mod cli;
 mod fixtures;
