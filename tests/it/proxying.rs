@@ -169,3 +169,125 @@ fn policies_that_cannot_decide_fail_closed() {
         );
     }
 }
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn upstream_faults_leave_no_descriptors_behind() {
+    use std::io::{Read, Write};
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+
+    // An upstream that answers half a response and then resets the connection (closing with
+    // the request still unread makes the kernel send RST).
+    let resetting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = resetting.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in resetting.incoming().take(10) {
+            let Ok(mut c) = conn else { continue };
+            let mut first = [0u8; 1];
+            let _ = c.read(&mut first);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial");
+            drop(c);
+        }
+    });
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![addr.to_string()]),
+            ..Default::default()
+        },
+    );
+    let pid = gw.child.id();
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    let baseline = open_fds(pid);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        // The client sees a truncated or failed response, never a hang and never a crash.
+        let sent = client
+            .get(format!("{}/orders/1", gw.base))
+            .bearer_auth(&token)
+            .send();
+        if let Ok(r) = sent {
+            assert!(r.status() == 502 || r.text().map_or(true, |b| b.len() < 1000));
+        }
+    }
+    gw.sent(&token);
+    // The gateway is alive and its descriptors return to the baseline.
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_fds(pid) > baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptors leaked: {} open, baseline {baseline}",
+            open_fds(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The same for refused and stalled upstreams.
+    let refused = format!("127.0.0.1:{}", free_port());
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![refused]),
+            ..Default::default()
+        },
+    );
+    let pid = gw.child.id();
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    let baseline = open_fds(pid);
+    for _ in 0..10 {
+        gw.call("GET", "/orders/1", Some(&token))
+            .assert_denied(502, "upstream_unreachable");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_fds(pid) > baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptors leaked after refused upstreams"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stalled_upstream_leaves_no_descriptors_behind() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![stalled.local_addr().unwrap().to_string()]),
+            ..Default::default()
+        },
+    );
+    let pid = gw.child.id();
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    let baseline = open_fds(pid);
+    gw.call("GET", "/orders/1", Some(&token))
+        .assert_denied(504, "upstream_timeout");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_fds(pid) > baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptors leaked after a stalled upstream"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
