@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark of agentgate, run by benches/load/run.
+
+Everything runs on loopback. The system under test (SUT) is pinned to CPU 0 with one worker;
+the load generator (wrk, oha) and the upstream (nginx returning a fixed 200) share CPU 1.
+Configurations are interleaved over several rounds; the report gives medians.
+
+Measured per configuration and connection count: throughput (wrk, keep-alive), SUT CPU
+seconds per request (utime+stime from /proc/<pid>/stat over the run), peak RSS (VmHWM), and,
+in full runs, latency at a fixed 1,000 req/s with oha's coordinated-omission correction.
+Output: results.json and results.md in --out (default target/load).
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENTGATE = os.path.join(ROOT, "target/release/agentgate")
+BARE = os.path.join(ROOT, "target/release/examples/bare_pingora")
+KEY = os.path.join(ROOT, "tests/data/keys/primary.pem")
+TENANT = "aaaaaaaa-1111-1111-1111-000000000001"
+AUD = "api://bbbbbbbb-2222-2222-2222-000000000001"
+SUT_CPU, LOAD_CPU = "0", "1"
+UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED = 19001, 19002, 19003, 19004, 19005, 19006
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def jwks_for_key(pem_path):
+    """The public JWK of the key, with the kid agentgate's dev minting uses."""
+    modulus_hex = run(["openssl", "rsa", "-in", pem_path, "-noout", "-modulus"]).strip().split("=", 1)[1]
+    n = bytes.fromhex(modulus_hex)
+    kid = b64url(hashlib.sha256(n).digest()[:12])
+    return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": b64url(n), "e": "AQAB"}]}
+
+
+def mint(config):
+    return run([AGENTGATE, "token", "mint", "--config", config, "--key", KEY, "--client",
+                "dddddddd-4444-4444-4444-000000000001", "--blueprint", "cccccccc-3333-3333-3333-000000000001",
+                "--role", "Orders.Read.All", "--ttl", "6h"]).strip()
+
+
+def pinned(cpu, cmd, log):
+    return subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_port(port, deadline=20):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # answered (401/404 are fine)
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answered on port {port} within {deadline}s")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def peak_rss_kib(pids):
+    worst = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    worst = max(worst, int(line.split()[1]))
+    return worst
+
+
+def family(pid):
+    """The process and its children (nginx and haproxy fork workers)."""
+    kids = run(["pgrep", "-P", str(pid)]).split() if subprocess.run(["pgrep", "-P", str(pid)], capture_output=True).returncode == 0 else []
+    return [pid] + [int(k) for k in kids]
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def start_all(tmp, logs):
+    procs = {}
+    write(f"{tmp}/upstream.conf", f"""
+worker_processes 1; daemon off; pid {tmp}/upstream.pid; error_log {tmp}/upstream.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; server {{ listen 127.0.0.1:{UPSTREAM}; keepalive_requests 1000000;
+  location / {{ return 200 "ok"; }} }} }}""")
+    procs["upstream"] = pinned(LOAD_CPU, ["nginx", "-c", f"{tmp}/upstream.conf", "-p", tmp], logs)
+    write(f"{tmp}/nginx.conf", f"""
+worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; upstream up {{ server 127.0.0.1:{UPSTREAM}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{NGINX}; keepalive_requests 1000000;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}""")
+    procs["nginx"] = pinned(SUT_CPU, ["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp], logs)
+    procs["pingora"] = pinned(SUT_CPU, [BARE, f"127.0.0.1:{BARE_PORT}", f"127.0.0.1:{UPSTREAM}", "1"], logs)
+    run(["openssl", "rsa", "-in", KEY, "-pubout", "-out", f"{tmp}/pub.pem"])
+    write(f"{tmp}/haproxy.cfg", f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:{HAPROXY}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny unless {{ var(txn.bearer),jwt_verify("RS256","{tmp}/pub.pem") -m int 1 }}
+  default_backend be
+backend be
+  http-reuse always
+  server up 127.0.0.1:{UPSTREAM}
+""")
+    procs["haproxy"] = pinned(SUT_CPU, ["haproxy", "-f", f"{tmp}/haproxy.cfg"], logs)
+    write(f"{tmp}/jwks.json", json.dumps(jwks_for_key(KEY)))
+    for name, port, cache in [("agentgate", AG_CACHED, "true"), ("agentgate-uncached", AG_UNCACHED, "false")]:
+        write(f"{tmp}/{name}.toml", f"""
+[server]
+threads = 1
+pid_file = "{tmp}/{name}.pid"
+upgrade_sock = "{tmp}/{name}.sock"
+[[listeners]]
+address = "127.0.0.1:{port}"
+[admin]
+address = "127.0.0.1:{port + 100}"
+[identity]
+[[identity.tenants]]
+id = "{TENANT}"
+jwks_file = "{tmp}/jwks.json"
+[token_cache]
+enabled = {cache}
+[policy]
+dir = "{ROOT}/policies"
+# The budget is wall-clock time: on a shared benchmark host a preempted evaluation would
+# otherwise count as a policy_error. Production keeps the 5 ms default.
+timeout = "25ms"
+[log]
+allow_sample_rate = 0.0
+[reload]
+watch = false
+[[routes]]
+id = "orders"
+path_prefix = "/orders"
+upstreams = ["127.0.0.1:{UPSTREAM}"]
+audiences = ["{AUD}"]
+""")
+        procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", f"{tmp}/{name}.toml"], logs)
+    for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED]:
+        wait_port(port)
+    return procs
+
+
+def wrk(port, conns, seconds, header=None, script=None):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if header:
+        cmd += ["-H", header]
+    if script:
+        cmd += ["-s", script]
+    out = run(cmd + [f"http://127.0.0.1:{port}/orders/1"])
+    requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+    rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
+    non2xx = next((int(l.split()[-1]) for l in out.splitlines() if "Non-2xx" in l), 0)
+    errors = "Socket errors" in out
+    return requests, rps, non2xx, errors
+
+
+def oha(port, seconds, header):
+    cmd = ["taskset", "-c", LOAD_CPU, "oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s",
+           "-q", "1000", "--latency-correction", "-c", "16"]
+    if header:
+        cmd += ["-H", header]
+    out = json.loads(run(cmd + [f"http://127.0.0.1:{port}/orders/1"]))
+    p = out.get("latencyPercentiles", {})
+    return p.get("p50"), p.get("p99")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run proving every configuration works")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per throughput run")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/load"))
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.duration = 1, 1
+    conn_counts = [16] if args.smoke else [16, 64]
+    os.makedirs(args.out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="agentgate-load-")
+    logs = open(f"{tmp}/servers.log", "w")
+    procs = start_all(tmp, logs)
+    try:
+        token = mint(f"{tmp}/agentgate.toml")
+        bearer = f"Authorization: Bearer {token}"
+        head = token.rsplit(".", 1)[0]
+        # Unique tokens with well-formed but wrong signatures: each one costs an RS256 verify.
+        write(f"{tmp}/badsig.lua", f"""
+local prefix = "{head}."
+counter = 0
+request = function()
+  counter = counter + 1
+  local sig = string.rep("a", 330) .. string.format("%011d", counter) .. "A"
+  return wrk.format("GET", "/orders/1", {{["Authorization"] = "Bearer " .. prefix .. sig}})
+end
+""")
+        configs = [
+            ("upstream direct", UPSTREAM, "upstream", bearer, None, True),
+            ("nginx pass-through", NGINX, "nginx", bearer, None, True),
+            ("bare pingora", BARE_PORT, "pingora", bearer, None, True),
+            ("haproxy jwt_verify RS256", HAPROXY, "haproxy", bearer, None, True),
+            ("agentgate cached token", AG_CACHED, "agentgate", bearer, None, True),
+            ("agentgate uncached (RS256 per request)", AG_UNCACHED, "agentgate-uncached", bearer, None, True),
+            ("agentgate deny: no token", AG_CACHED, "agentgate", None, None, False),
+            ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False),
+            ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False),
+        ]
+        results = {name: {} for name, *_ in configs}
+        for rnd in range(args.rounds):
+            for name, port, proc, header, script, want_2xx in configs:
+                pids = family(procs[proc].pid)
+                for c in conn_counts:
+                    before = cpu_seconds(pids)
+                    requests, rps, non2xx, errors = wrk(port, c, args.duration, header, script)
+                    cpu = cpu_seconds(pids) - before
+                    ok = (non2xx == 0) if want_2xx else (non2xx == requests)
+                    if not ok:
+                        logs.flush()
+                        denies = [l for l in open(f"{tmp}/servers.log") if '"allow":false' in l][-3:]
+                        raise SystemExit(f"{name}: {non2xx} of {requests} responses were {'not ' if want_2xx else ''}2xx; "
+                                         f"last denies: {''.join(denies)}")
+                    r = results[name].setdefault(str(c), {"rps": [], "cpu_us_per_req": []})
+                    r["rps"].append(rps)
+                    r["cpu_us_per_req"].append(1e6 * cpu / max(requests, 1))
+                results[name]["peak_rss_mib"] = peak_rss_kib(pids) / 1024
+                if not args.smoke and want_2xx and shutil.which("oha"):
+                    p50, p99 = oha(port, args.duration, header)
+                    lat = results[name].setdefault("latency_1000rps", {"p50_us": [], "p99_us": []})
+                    lat["p50_us"].append(p50 * 1e6 if p50 is not None else None)
+                    lat["p99_us"].append(p99 * 1e6 if p99 is not None else None)
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+        report(results, conn_counts, args)
+    finally:
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def report(results, conn_counts, args):
+    machine = {"cpus": os.cpu_count(), "kernel": os.uname().release,
+               "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}
+    doc = {"machine": machine, "rounds": args.rounds, "duration_s": args.duration, "smoke": args.smoke, "results": results}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    bare = results["bare pingora"]
+    hap = results["haproxy jwt_verify RS256"]
+    lines = [f"Machine: {machine['cpu_model']}, {machine['cpus']} CPUs; {args.rounds} rounds x {args.duration}s; medians.", "",
+             "| configuration | conns | req/s | x bare pingora | x haproxy jwt | CPU us/req | peak RSS MiB | p50 us @1k/s | p99 us @1k/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for c in conn_counts:
+            m = r[str(c)]
+            rps, cpu = med(m["rps"]), med(m["cpu_us_per_req"])
+            lat = r.get("latency_1000rps", {})
+            p50, p99 = med(lat.get("p50_us", [])), med(lat.get("p99_us", []))
+            fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+            lines.append(f"| {name} | {c} | {rps:,.0f} | {rps / med(bare[str(c)]['rps']):.2f} | {rps / med(hap[str(c)]['rps']):.2f} | "
+                         f"{cpu:.1f} | {r['peak_rss_mib']:.1f} | {fmt(p50, 0)} | {fmt(p99, 0)} |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
