@@ -132,8 +132,7 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let new = buf.filled()[before..].to_vec();
-            this.scan(&new);
+            this.scan(&buf.filled()[before..]);
         }
         result
     }
