@@ -33,6 +33,13 @@ pub struct Metrics {
     pub shadow_mismatches: IntCounterVec,
 }
 
+/// Raises a counter to a total kept elsewhere (atomics on the request path), so counters
+/// stay monotonic without the request path touching prometheus.
+fn catch_up(counter: &IntCounterVec, labels: &[&str], total: u64) {
+    let c = counter.with_label_values(labels);
+    c.inc_by(total.saturating_sub(c.get()));
+}
+
 fn histogram(name: &str, help: &str) -> prometheus::Result<Histogram> {
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
 }
@@ -174,10 +181,8 @@ impl Metrics {
 
     /// Brings the token cache counters up to date.
     pub fn observe_cache(&self, stats: CacheStats) {
-        for (result, total) in [("hit", stats.hits), ("miss", stats.misses)] {
-            let c = self.token_cache_requests.with_label_values(&[result]);
-            c.inc_by(total.saturating_sub(c.get()));
-        }
+        catch_up(&self.token_cache_requests, &["hit"], stats.hits);
+        catch_up(&self.token_cache_requests, &["miss"], stats.misses);
         self.token_cache_entries.set(stats.entries as i64);
     }
 
@@ -191,10 +196,8 @@ impl Metrics {
             self.key_age_seconds
                 .with_label_values(&[tenant])
                 .set(t.age_seconds.map_or(-1, |a| a as i64));
-            for (result, total) in [("ok", t.fetches_ok), ("error", t.fetches_failed)] {
-                let c = self.key_fetches.with_label_values(&[tenant, result]);
-                c.inc_by(total.saturating_sub(c.get()));
-            }
+            catch_up(&self.key_fetches, &[tenant, "ok"], t.fetches_ok);
+            catch_up(&self.key_fetches, &[tenant, "error"], t.fetches_failed);
         }
     }
 

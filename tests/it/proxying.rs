@@ -177,6 +177,19 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (10 s at most) until the process is back to `baseline` descriptors.
+fn wait_for_fds(pid: u32, baseline: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_fds(pid) > baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptors leaked: {} open, baseline {baseline}",
+            open_fds(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn upstream_faults_leave_no_descriptors_behind() {
     use std::io::{Read, Write};
@@ -226,15 +239,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
     // The gateway is alive and its descriptors return to the baseline.
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while open_fds(pid) > baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "descriptors leaked: {} open, baseline {baseline}",
-            open_fds(pid)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_fds(pid, baseline);
 
     // The same for refused and stalled upstreams.
     let refused = format!("127.0.0.1:{}", free_port());
@@ -253,14 +258,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
         gw.call("GET", "/orders/1", Some(&token))
             .assert_denied(502, "upstream_unreachable");
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while open_fds(pid) > baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "descriptors leaked after refused upstreams"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_fds(pid, baseline);
 }
 
 #[test]
@@ -282,12 +280,5 @@ fn a_stalled_upstream_leaves_no_descriptors_behind() {
     let baseline = open_fds(pid);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(504, "upstream_timeout");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while open_fds(pid) > baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "descriptors leaked after a stalled upstream"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_fds(pid, baseline);
 }
