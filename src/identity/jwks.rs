@@ -66,12 +66,7 @@ pub async fn fetch_keys(
                     url: url.clone(),
                     message: e.to_string(),
                 })?;
-            let keys = parse_jwks(doc, tenant, allowed);
-            return if keys.is_empty() {
-                Err(KeyFetchError::NoUsableKeys { url })
-            } else {
-                Ok(keys)
-            };
+            return usable_keys(doc, url, tenant, allowed);
         }
         KeySource::Jwks { uri } => uri.clone(),
         KeySource::Discovery { authority } => {
@@ -95,9 +90,19 @@ pub async fn fetch_keys(
         }
     };
     let doc: JwksDocument = get_json(client, &jwks_uri, max_bytes, timeout).await?;
+    usable_keys(doc, jwks_uri, tenant, allowed)
+}
+
+/// The usable keys of a JWKS document; none at all is a failed fetch.
+fn usable_keys(
+    doc: JwksDocument,
+    url: String,
+    tenant: &str,
+    allowed: &[Algorithm],
+) -> Result<KeyMap, KeyFetchError> {
     let keys = parse_jwks(doc, tenant, allowed);
     if keys.is_empty() {
-        return Err(KeyFetchError::NoUsableKeys { url: jwks_uri });
+        return Err(KeyFetchError::NoUsableKeys { url });
     }
     Ok(keys)
 }
