@@ -197,42 +197,36 @@ fn eval_explains_and_warns_without_verification() {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, json!({"keys": [key.jwk]}).to_string()).unwrap();
-    let out = agentgate(&[
-        "eval",
-        "--token",
-        &token,
-        "--path",
-        "/orders/1",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eval_with_jwks = || {
+        let out = agentgate(&[
+            "eval",
+            "--token",
+            &token,
+            "--path",
+            "/orders/1",
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            text(&out),
+        )
+    };
+    let (report, out) = eval_with_jwks();
     assert_eq!(
         (report["outcome"].as_str(), report["verified"].as_bool()),
         (Some("allow"), Some(true)),
-        "{}",
-        text(&out)
+        "{out}"
     );
     std::fs::write(
         &jwks,
         json!({"keys": [crate::support::key("rotated").jwk]}).to_string(),
     )
     .unwrap();
-    let out = agentgate(&[
-        "eval",
-        "--token",
-        &token,
-        "--path",
-        "/orders/1",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["reason"], "unknown_key", "{}", text(&out));
+    let (report, out) = eval_with_jwks();
+    assert_eq!(report["reason"], "unknown_key", "{out}");
 }
 
 #[test]
