@@ -11,6 +11,7 @@ use super::routes::{check_path, Route, RouteTable};
 use crate::authorize::{
     outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
 };
+use crate::policy::PolicySnapshot;
 use crate::telemetry::{DecisionLog, DecisionRecord, Metrics, ShadowRecord};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -39,7 +40,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     caller: Option<Arc<Authenticated>>,
     allowed: Option<Allowed>,
-    revision: Option<String>,
+    /// The policy snapshot that decided: its revision, directory and labels, all from one set.
+    snapshot: Option<Arc<PolicySnapshot>>,
     /// Reason code of the outcome, for logs and metrics.
     reason: String,
     /// When the request left for the upstream.
@@ -116,13 +118,13 @@ impl Gateway {
             return self.count(ctx, allow);
         }
         let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
-        let snapshot = self.authorizer.policy().load();
+        let directory = ctx.snapshot.as_ref().map(|s| &s.directory);
         let blueprint_entry = caller
             .and_then(|c| c.blueprint_id.as_deref())
-            .and_then(|bp| snapshot.directory.blueprints.get(bp));
+            .and_then(|bp| directory?.blueprints.get(bp));
         let agent_entry = caller
             .and_then(|c| c.agent_id())
-            .and_then(|a| snapshot.directory.agents.get(a));
+            .and_then(|a| directory?.agents.get(a));
         self.count(ctx, allow);
         let route = ctx.route.as_ref().map(|r| &*r.id);
         let req = session.req_header();
@@ -145,7 +147,7 @@ impl Gateway {
             allow,
             status,
             reason: &ctx.reason,
-            revision: ctx.revision.as_deref().unwrap_or(""),
+            revision: ctx.snapshot.as_ref().map_or("", |s| s.revision.as_str()),
             latency_us: ctx.started.elapsed().as_micros() as u64,
             shadow: ctx.shadow.as_ref().map(|(s, mismatch)| ShadowRecord {
                 revision: &s.revision,
@@ -159,7 +161,10 @@ impl Gateway {
     /// Counts the request; labels come only from closed sets.
     fn count(&self, ctx: &RequestCtx, allow: bool) {
         let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
-        let blueprint = self.blueprint_label(caller.and_then(|c| c.blueprint_id.as_deref()));
+        let blueprint = blueprint_label(
+            ctx.snapshot.as_deref(),
+            caller.and_then(|c| c.blueprint_id.as_deref()),
+        );
         let route = ctx.route.as_ref().map_or("none", |r| &*r.id);
         let decision = if allow { "allow" } else { "deny" };
         let kind = caller.map_or("none", |c| c.kind.as_str());
@@ -168,14 +173,15 @@ impl Gateway {
             .with_label_values(&[route, decision, &ctx.reason, kind, blueprint])
             .inc();
     }
+}
 
-    /// A blueprint id as a metric label: directory blueprints by id, others as `unknown`.
-    fn blueprint_label<'a>(&self, blueprint: Option<&'a str>) -> &'a str {
-        match blueprint {
-            None => "none",
-            Some(bp) if self.authorizer.policy().load().directory.has_blueprint(bp) => bp,
-            Some(_) => "unknown",
-        }
+/// A blueprint id as a metric label: blueprints of the deciding snapshot's directory by id,
+/// others as `unknown`, no blueprint as `none`. Keeps the label set closed.
+fn blueprint_label<'a>(snapshot: Option<&PolicySnapshot>, blueprint: Option<&'a str>) -> &'a str {
+    match blueprint {
+        None => "none",
+        Some(bp) if snapshot.is_some_and(|s| s.directory.has_blueprint(bp)) => bp,
+        Some(_) => "unknown",
     }
 }
 
@@ -204,7 +210,7 @@ impl ProxyHttp for Gateway {
             route: None,
             caller: None,
             allowed: None,
-            revision: None,
+            snapshot: None,
             reason: String::new(),
             forwarded_at: None,
             tries: 0,
@@ -299,7 +305,7 @@ impl ProxyHttp for Gateway {
                     .caller
                     .as_ref()
                     .and_then(|c| c.token.caller.blueprint_id.as_deref());
-                let blueprint = self.blueprint_label(bp);
+                let blueprint = blueprint_label(Some(&verdict.snapshot), bp);
                 let enforced = outcome_label(&verdict.outcome);
                 self.metrics
                     .shadow_mismatches
@@ -315,7 +321,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.route = Some(route);
         ctx.caller = verdict.caller;
-        ctx.revision = Some(verdict.snapshot.revision.clone());
+        ctx.snapshot = Some(verdict.snapshot.clone());
         self.metrics
             .decision_seconds
             .observe(ctx.started.elapsed().as_secs_f64());

@@ -7,14 +7,6 @@ use agentgate::identity::CallerKind;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// A token nobody has sent before (so the token cache cannot carry it).
-fn fresh(key: &agentgate::dev::SigningIdentity, n: usize) -> String {
-    let mut s = spec(CallerKind::AgentApp);
-    s.extra
-        .insert("uti".into(), format!("fresh-{n}-{}", free_port()).into());
-    mint(key, &s)
-}
-
 #[test]
 fn cached_keys_keep_working_through_every_kind_of_key_server_fault() {
     let (primary, rotated) = (key("primary"), key("rotated"));
@@ -44,8 +36,12 @@ fn cached_keys_keep_working_through_every_kind_of_key_server_fault() {
         servers.issuer.set_fault(fault);
         for _ in 0..5 {
             n += 1;
-            gw.call("GET", "/orders/1", Some(&fresh(&primary, n)))
-                .assert_allowed();
+            gw.call(
+                "GET",
+                "/orders/1",
+                Some(&fresh_token(&primary, &format!("fault-{n}"))),
+            )
+            .assert_allowed();
         }
         let unknown = mint(&rotated, &spec(CallerKind::AgentApp));
         gw.sent(&unknown);
@@ -99,11 +95,7 @@ fn a_flood_of_unknown_kids_causes_at_most_one_fetch_at_a_time() {
     let before = servers.issuer.requests.load(Ordering::Relaxed);
     let base = gw.base.clone();
     let tokens: Vec<String> = (0..1000)
-        .map(|i| {
-            let mut s = spec(CallerKind::AgentApp);
-            s.extra.insert("uti".into(), format!("flood-{i}").into());
-            mint(&rotated, &s)
-        })
+        .map(|i| fresh_token(&rotated, &format!("flood-{i}")))
         .collect();
     for t in &tokens {
         gw.sent(t);

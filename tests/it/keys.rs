@@ -56,13 +56,14 @@ fn key_server_outage_keeps_cached_keys_working() {
         .issuer
         .up
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    for _ in 0..3 {
+    for i in 0..3 {
         // Fresh tokens each time: the key, not the token cache, carries them.
-        let mut s = spec(CallerKind::AgentApp);
-        s.extra
-            .insert("uti".into(), serde_json::json!(free_port().to_string()));
-        gw.call("GET", "/orders/1", Some(&mint(&primary, &s)))
-            .assert_allowed();
+        gw.call(
+            "GET",
+            "/orders/1",
+            Some(&fresh_token(&primary, &format!("outage-{i}"))),
+        )
+        .assert_allowed();
     }
     // An unknown kid during the outage is refused, not waited on forever.
     gw.call(

@@ -504,6 +504,14 @@ impl Reply {
     }
 }
 
+/// An app-only agent token made unique by `tag`, so the token cache cannot carry it: only
+/// the signing key decides.
+pub fn fresh_token(key: &SigningIdentity, tag: &str) -> String {
+    let mut s = spec(CallerKind::AgentApp);
+    s.extra.insert("uti".into(), tag.into());
+    mint(key, &s)
+}
+
 /// Mints a token from `spec` with `key`.
 pub fn mint(key: &SigningIdentity, spec: &TokenSpec) -> String {
     key.sign(&spec.claims()).unwrap()
