@@ -14,21 +14,31 @@ package agentgate
 # blueprint's revoked permissions. `allowed` is tried first: it needs a
 # matching rule, so it never overrides route_not_allowed.
 route_decision(inp, rules, path, field, revoked) := {"allow": true, "reason": "allowed"} if {
+	route_grants(inp, rules, path, field, revoked)
+} else := deny("route_not_allowed") if {
+	not any_rule_matches(rules, inp.request.method, path)
+} else := deny_insufficient_scope("permission_revoked") if {
+	# The token holds a permission the rule asks for, but it is revoked.
+	route_grants_revoked(inp, rules, path, field, revoked)
+} else := deny_insufficient_scope(object.get({"roles": "missing_role"}, field, "missing_scope"))
+
+# Some matching rule asks for a permission the token holds and that is not revoked.
+route_grants(inp, rules, path, field, revoked) if {
 	some rule in rules
 	rule_matches(rule, inp.request.method, path)
 	some permission in rule[field]
 	permission in inp.token[field]
 	not permission in revoked
-} else := deny("route_not_allowed") if {
-	not any_rule_matches(rules, inp.request.method, path)
-} else := deny_insufficient_scope("permission_revoked") if {
-	# The token holds a permission the rule asks for, but it is revoked.
+}
+
+# Some matching rule asks for a permission the token holds, but it is revoked.
+route_grants_revoked(inp, rules, path, field, revoked) if {
 	some rule in rules
 	rule_matches(rule, inp.request.method, path)
 	some permission in rule[field]
 	permission in inp.token[field]
 	permission in revoked
-} else := deny_insufficient_scope(object.get({"roles": "missing_role"}, field, "missing_scope"))
+}
 
 any_rule_matches(rules, method, path) if {
 	some rule in rules

@@ -6,15 +6,24 @@
 package agentgate
 
 non_agent_decision(inp, rules) := {"allow": true, "reason": "allowed"} if {
+	non_agent_grants(inp, rules)
+} else := deny_insufficient_scope(object.get({"app": "missing_role"}, inp.token.kind, "missing_scope")) if {
+	any_non_agent_rule_applies(inp, rules)
+} else := deny("non_agent_denied")
+
+# Some applicable rule asks for a permission the token holds.
+non_agent_grants(inp, rules) if {
 	field := {"app": "roles", "user": "scopes", "app_obo_agent_user": "scopes"}[inp.token.kind]
 	some rule in rules
 	non_agent_rule_applies(rule, inp)
 	some permission in rule[field]
 	permission in inp.token[field]
-} else := deny_insufficient_scope(object.get({"app": "missing_role"}, inp.token.kind, "missing_scope")) if {
+}
+
+any_non_agent_rule_applies(inp, rules) if {
 	some rule in rules
 	non_agent_rule_applies(rule, inp)
-} else := deny("non_agent_denied")
+}
 
 # Everything but the permission. No "clients" key admits any client; an
 # empty list admits none.
