@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the decision path, without network on the measured path: token
 //! validation (RS256, cache miss and hit), caller classification, input building, policy
-//! evaluation of the shipped set, and the whole decision.
+//! evaluation of the shipped set (interpreter and compiled engine), and the whole decision
+//! (compiled engine, the gateway's default).
 //!
 //! Full run: `cargo bench --bench decision`. Smoke: `cargo bench --bench decision -- --quick`.
 //! Keys are fetched once at setup from a dev issuer on loopback, as the gateway would.
@@ -12,7 +13,7 @@ use agentgate::dev::{SigningIdentity, TokenSpec};
 use agentgate::identity::caller::classify_unverified;
 use agentgate::identity::{CallerKind, KeyStore, TokenValidator};
 use agentgate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
-use agentgate::policy::PolicySnapshot;
+use agentgate::policy::{EngineState, PolicySnapshot};
 use arc_swap::ArcSwap;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -21,6 +22,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const TENANT: &str = "aaaaaaaa-1111-1111-1111-000000000001";
+
+/// The policy time budget here: benchmarks measure speed, so a busy machine must not turn a
+/// slow evaluation into a failed run.
+const BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -94,9 +99,7 @@ fn benches(c: &mut Criterion) {
     let s = setup();
     let validator = TokenValidator::new(s.keys.clone(), &s.config.identity);
     let token = agent_token(&s, 1);
-    let snapshot = Arc::new(
-        PolicySnapshot::load(&s.config.policy.dir, s.config.policy.timeout, false).unwrap(),
-    );
+    let snapshot = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, false).unwrap());
     let route = RouteAccess {
         audiences: s.config.routes[0].audiences.clone(),
         input: RouteInput::new("orders", "/orders"),
@@ -148,6 +151,12 @@ fn benches(c: &mut Criterion) {
     c.bench_function("policy/evaluate_shipped", |b| {
         b.iter(|| snapshot.decide(input.clone()).unwrap())
     });
+    // The gateway's default: the compiled engine, once it agrees with the interpreter.
+    let compiled = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, false).unwrap());
+    assert_eq!(compiled.compile_now(), EngineState::Compiled);
+    c.bench_function("policy/evaluate_shipped_compiled", |b| {
+        b.iter(|| compiled.decide(input.clone()).unwrap())
+    });
 
     let mut headers = http::HeaderMap::new();
     headers.insert(
@@ -172,7 +181,7 @@ fn benches(c: &mut Criterion) {
             &s.config.identity,
             &cache_cfg,
             s.config.policy.input_headers.clone(),
-            Arc::new(ArcSwap::new(snapshot.clone())),
+            Arc::new(ArcSwap::new(compiled.clone())),
         );
         c.bench_function(name, |b| {
             b.iter(|| {

@@ -66,7 +66,7 @@ fn unix_now() -> u64 {
 pub fn load_shadow(config: &Config) -> Option<Result<ShadowPolicy, ReloadError>> {
     let shadow = config.shadow.as_ref()?;
     Some(
-        PolicySnapshot::load(&shadow.dir, config.policy.timeout, true)
+        PolicySnapshot::load_to_serve(&shadow.dir, &config.policy)
             .map(|s| ShadowPolicy {
                 snapshot: Arc::new(s),
                 blueprints: shadow.blueprints.clone(),
@@ -153,7 +153,7 @@ impl Reloader {
         status: &mut ReloadStatus,
     ) -> Result<String, ReloadError> {
         let candidate = Config::load(&self.config_path)?;
-        let policy = PolicySnapshot::load(&candidate.policy.dir, candidate.policy.timeout, true)
+        let policy = PolicySnapshot::load_to_serve(&candidate.policy.dir, &candidate.policy)
             .map_err(|source| ReloadError::Policy {
                 dir: candidate.policy.dir.display().to_string(),
                 source,

@@ -9,6 +9,7 @@ mod error;
 pub mod raw;
 
 pub use error::ConfigError;
+pub use raw::PolicyEngine;
 
 use crate::guid::is_guid;
 use crate::identity::EXCHANGE_AUDIENCE;
@@ -144,6 +145,7 @@ pub struct PolicyConfig {
     pub timeout: Duration,
     /// Request headers copied into `input.request.headers`.
     pub input_headers: Vec<HeaderName>,
+    pub engine: PolicyEngine,
 }
 
 /// One upstream API.
@@ -226,6 +228,7 @@ impl Config {
                 .iter()
                 .filter_map(|h| input_header(h, &mut problems))
                 .collect(),
+            engine: raw.policy.engine,
         };
         if raw.policy.timeout.is_zero() {
             problems.push("policy.timeout must be greater than zero".into());

@@ -221,14 +221,28 @@ pub struct RawPolicy {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub input_headers: Vec<String>,
+    pub engine: PolicyEngine,
+}
+
+/// Which Rego engine decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyEngine {
+    /// The interpreter, then the compiled engine once it agrees with it on sample inputs.
+    Auto,
+    /// The interpreter only.
+    Interpreter,
 }
 
 impl Default for RawPolicy {
     fn default() -> Self {
         Self {
             dir: "../policies".into(),
-            timeout: Duration::from_millis(5),
+            // Wall-clock time: a preempted evaluation on a busy host must not read as a
+            // runaway policy. The shipped set takes tens of microseconds.
+            timeout: Duration::from_millis(25),
             input_headers: vec!["user-agent".into(), "x-request-id".into()],
+            engine: PolicyEngine::Auto,
         }
     }
 }

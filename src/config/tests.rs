@@ -23,7 +23,8 @@ fn defaults_follow_the_documentation() {
     assert_eq!(c.identity.max_token_bytes, 8192);
     assert_eq!(c.identity.refresh_interval, Duration::from_secs(3600));
     assert_eq!(c.identity.min_refetch_interval, Duration::from_secs(30));
-    assert_eq!(c.policy.timeout, Duration::from_millis(5));
+    assert_eq!(c.policy.timeout, Duration::from_millis(25));
+    assert_eq!(c.policy.engine, PolicyEngine::Auto);
     assert_eq!(c.policy.dir, PathBuf::from("/etc/agentgate/../policies"));
     assert_eq!(
         c.identity.tenants[0].id,

@@ -2,8 +2,11 @@
 //!
 //! A compiled set is a warmed-up template engine. Each worker thread keeps its own clone
 //! (cloning an engine that has evaluated once is cheap; cloning a fresh one recompiles), so
-//! evaluation takes no lock. Every evaluation runs under the configured time budget.
+//! evaluation takes no lock. Every evaluation runs under the configured time budget. Once
+//! its bytecode agrees with the interpreter, the faster compiled engine decides instead
+//! ([`super::compiled`]).
 
+use super::compiled::{cross_check_due, CompiledSlot, EngineState, VmFailure};
 use super::decision::DecisionError;
 use super::files::{PolicyFiles, SourceFile};
 use super::PolicyLoadError;
@@ -13,13 +16,14 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The rule every policy set must define.
 pub const ENTRYPOINT: &str = "data.agentgate.decision";
 
 /// Work units between clock reads; small enough to stop a runaway policy promptly.
-const TIMER_CHECK_INTERVAL: u32 = 16;
+pub(super) const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::new(16).unwrap();
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -35,12 +39,14 @@ thread_local! {
 pub struct CompiledPolicy {
     generation: u64,
     template: Engine,
+    compiled: Arc<CompiledSlot>,
 }
 
 impl std::fmt::Debug for CompiledPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledPolicy")
             .field("generation", &self.generation)
+            .field("engine", &self.compiled.state())
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +61,7 @@ pub fn build_engine(
     if let Some(limit) = timeout {
         engine.set_execution_timer_config(ExecutionTimerConfig {
             limit,
-            check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+            check_interval: TIMER_CHECK_INTERVAL,
         });
     }
     for m in modules {
@@ -98,6 +104,7 @@ impl CompiledPolicy {
     /// once on `warmup_input`, which also makes the template cheap to clone.
     pub fn compile(
         files: &PolicyFiles,
+        revision: &str,
         timeout: Duration,
         warmup_input: Value,
     ) -> Result<Self, PolicyLoadError> {
@@ -116,10 +123,38 @@ impl CompiledPolicy {
             // Other runtime errors may depend on the input; requests that hit them are denied
             // with policy_error.
         }
+        let data = engine.get_data();
         Ok(Self {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             template: engine,
+            compiled: Arc::new(CompiledSlot::new(data, timeout, revision)),
         })
+    }
+
+    /// Which engine decides.
+    pub fn engine_state(&self) -> EngineState {
+        self.compiled.state()
+    }
+
+    /// Compiles the set to bytecode on a background thread and lets the compiled engine
+    /// decide once it agrees with the interpreter; the interpreter decides until then.
+    pub fn start_compiled_engine(&self) {
+        let slot = self.compiled.clone();
+        let template = self.template.clone();
+        let seed = self.generation;
+        let spawned = std::thread::Builder::new()
+            .name("policy-compile".into())
+            .spawn(move || slot.compile_and_verify(template, ENTRYPOINT, seed));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the policy compiler; the interpreter decides");
+        }
+    }
+
+    /// Compiles and checks the set on this thread (for tests and tools).
+    pub fn compile_now(&self) -> EngineState {
+        self.compiled
+            .compile_and_verify(self.template.clone(), ENTRYPOINT, self.generation);
+        self.compiled.state()
     }
 
     /// Evaluates the entrypoint on a fresh clone with coverage on: the value, and the lines
@@ -140,8 +175,48 @@ impl CompiledPolicy {
         Ok((value, report))
     }
 
-    /// Evaluates the entrypoint on this thread's evaluator.
+    /// Evaluates the entrypoint: on the compiled engine when it serves, else the interpreter.
     pub fn evaluate(&self, input: Value) -> Result<Value, DecisionError> {
+        let Some(program) = self.compiled.serving() else {
+            return self.interpret(input);
+        };
+        let reference = cross_check_due().then(|| input.clone());
+        // The input is kept (a reference-counted clone) only for a check or a fallback.
+        let fallback = input.clone();
+        match self.compiled.evaluate(self.generation, program, input) {
+            // Undefined is never a decision: the compiled engine's known slips (an `else`
+            // not taken) show up as undefined, so the interpreter answers and, if it
+            // decides, the compiled engine is sent back.
+            Ok(Value::Undefined) => self.reference_answer(fallback, "undefined decision"),
+            Ok(value) => match reference {
+                Some(input) => match self.interpret(input) {
+                    Ok(expected) if expected != value => {
+                        self.compiled
+                            .demote("a live cross-check decided differently");
+                        Ok(expected)
+                    }
+                    _ => Ok(value),
+                },
+                None => Ok(value),
+            },
+            Err(VmFailure::Timeout) => Err(DecisionError::Timeout),
+            // The interpreter is the reference: if it decides, the compiled engine was wrong.
+            Err(VmFailure::Error(message)) => self.reference_answer(fallback, &message),
+        }
+    }
+
+    /// The interpreter's answer where the compiled engine gave none; if the interpreter
+    /// decides, the compiled engine was wrong and is sent back.
+    fn reference_answer(&self, input: Value, why: &str) -> Result<Value, DecisionError> {
+        let answer = self.interpret(input);
+        if answer.as_ref().is_ok_and(|v| *v != Value::Undefined) {
+            self.compiled.demote(why);
+        }
+        answer
+    }
+
+    /// Evaluates the entrypoint on this thread's interpreter.
+    fn interpret(&self, input: Value) -> Result<Value, DecisionError> {
         WORKER.with_borrow_mut(|engines| {
             let index = match engines.iter().position(|(g, _)| *g == self.generation) {
                 Some(i) => i,

@@ -4,6 +4,8 @@
 //! Evaluation ([`PolicySnapshot::decide`]) is bounded in time and fails closed: only an
 //! `allow` of exactly `true` in a well-formed decision lets a request through.
 
+pub mod compiled;
+pub mod corpus;
 pub mod decision;
 pub mod engine;
 pub mod files;
@@ -13,7 +15,9 @@ pub mod testing;
 pub use decision::{Decision, DecisionError};
 pub use files::PolicyFiles;
 
+use crate::config::{PolicyConfig, PolicyEngine};
 use crate::directory::{Directory, DirectoryError};
+pub use compiled::EngineState;
 use engine::CompiledPolicy;
 use input::PreparedDirectory;
 use regorus::Value;
@@ -72,6 +76,16 @@ impl PolicySnapshot {
         Self::from_files(&files, timeout, run_tests)
     }
 
+    /// Loads a set for the gateway to enforce: its Rego tests must pass, and the compiled
+    /// engine starts in the background unless the configuration asks for the interpreter.
+    pub fn load_to_serve(dir: &Path, config: &PolicyConfig) -> Result<Self, PolicyLoadError> {
+        let snapshot = Self::load(dir, config.timeout, true)?;
+        if config.engine == PolicyEngine::Auto {
+            snapshot.start_compiled_engine();
+        }
+        Ok(snapshot)
+    }
+
     /// Builds a snapshot from files already read.
     pub fn from_files(
         files: &PolicyFiles,
@@ -87,7 +101,8 @@ impl PolicySnapshot {
             Some(f) => Directory::parse(&f.text, Path::new(&f.name))?,
             None => Directory::default(),
         };
-        let compiled = CompiledPolicy::compile(files, timeout, Value::new_object())?;
+        let revision = files.revision();
+        let compiled = CompiledPolicy::compile(files, &revision, timeout, Value::new_object())?;
         if run_tests {
             let failed: Vec<String> = testing::run_tests(files)?
                 .into_iter()
@@ -99,12 +114,28 @@ impl PolicySnapshot {
             }
         }
         Ok(Self {
-            revision: files.revision(),
+            revision,
             loaded_at: SystemTime::now(),
             prepared: PreparedDirectory::new(&directory),
             directory,
             compiled,
         })
+    }
+
+    /// Which engine decides for this set.
+    pub fn engine_state(&self) -> EngineState {
+        self.compiled.engine_state()
+    }
+
+    /// Starts compiling the set to bytecode in the background; the compiled engine decides
+    /// once it agrees with the interpreter on sample inputs.
+    pub fn start_compiled_engine(&self) {
+        self.compiled.start_compiled_engine();
+    }
+
+    /// Compiles and checks the set on this thread; returns which engine now decides.
+    pub fn compile_now(&self) -> EngineState {
+        self.compiled.compile_now()
     }
 
     /// Evaluates `input` with coverage: the decision value and the evaluated lines per module.

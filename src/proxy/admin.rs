@@ -24,7 +24,9 @@ impl Admin {
         let ready = keys.ready();
         let body = serde_json::json!({
             "ready": ready,
+            "pid": std::process::id(),
             "revision": snapshot.revision,
+            "policy_engine": snapshot.engine_state(),
             "policy_loaded_at_unix": snapshot.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "tenants": keys.status(),
             "cached_tokens": self.authorizer.cache_stats().entries,
@@ -91,6 +93,11 @@ impl ServeHttp for Admin {
                 self.metrics
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
+                self.metrics.observe_policy_engine(
+                    crate::policy::compiled::engine_events(),
+                    self.authorizer.policy().load().engine_state(),
+                    self.authorizer.shadow().map(|s| s.snapshot.engine_state()),
+                );
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             _ => respond(

@@ -2,6 +2,8 @@
 
 use crate::authorize::CacheStats;
 use crate::identity::keys::TenantKeyStatus;
+use crate::policy::compiled::EngineEvents;
+use crate::policy::EngineState;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -31,6 +33,8 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     policy_revision: IntGaugeVec,
     pub shadow_mismatches: IntCounterVec,
+    policy_engine_events: IntCounterVec,
+    policy_engine_compiled: IntGaugeVec,
 }
 
 /// Raises a counter to a total kept elsewhere (atomics on the request path), so counters
@@ -140,6 +144,20 @@ impl Metrics {
                 ),
                 &["enforced", "shadow", "blueprint"],
             )?,
+            policy_engine_events: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_policy_engine_events_total",
+                    "Compiled policy engine events: promoted, refused, demoted, cross_check.",
+                ),
+                &["event"],
+            )?,
+            policy_engine_compiled: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_policy_engine_compiled",
+                    "1 when the compiled engine decides for the set, 0 when the interpreter does.",
+                ),
+                &["role"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -163,6 +181,10 @@ impl Metrics {
             .register(Box::new(m.last_reload_success.clone()))?;
         m.registry.register(Box::new(m.policy_revision.clone()))?;
         m.registry.register(Box::new(m.shadow_mismatches.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_engine_events.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_engine_compiled.clone()))?;
         Ok(m)
     }
 
@@ -184,6 +206,32 @@ impl Metrics {
         catch_up(&self.token_cache_requests, &["hit"], stats.hits);
         catch_up(&self.token_cache_requests, &["miss"], stats.misses);
         self.token_cache_entries.set(stats.entries as i64);
+    }
+
+    /// Brings the policy engine metrics up to date: the process-wide event totals, and which
+    /// engine decides for the enforced (and shadow) set.
+    pub fn observe_policy_engine(
+        &self,
+        events: EngineEvents,
+        enforced: EngineState,
+        shadow: Option<EngineState>,
+    ) {
+        for (event, total) in [
+            ("promoted", events.promoted),
+            ("refused", events.refused),
+            ("demoted", events.demoted),
+            ("cross_check", events.cross_checks),
+        ] {
+            catch_up(&self.policy_engine_events, &[event], total);
+        }
+        self.policy_engine_compiled.reset();
+        for (role, state) in [("enforced", Some(enforced)), ("shadow", shadow)] {
+            if let Some(state) = state {
+                self.policy_engine_compiled
+                    .with_label_values(&[role])
+                    .set(i64::from(state == EngineState::Compiled));
+            }
+        }
     }
 
     /// Brings the key gauges and counters up to date with the key store's state.

@@ -8,7 +8,30 @@ use serde_json::Value;
 fn every_reference_fixture_gets_its_expected_outcome() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            policy_extra: "engine = \"interpreter\"".into(),
+            ..GatewaySpec::default()
+        },
+    );
+    assert_every_fixture(&gw, &key);
+    assert_eq!(gw.readiness()["policy_engine"], "interpreter");
+}
+
+#[test]
+fn the_compiled_engine_gives_every_fixture_the_same_outcome() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
     let gw = Gateway::start(&servers, GatewaySpec::default());
+    gw.wait_policy_engine("compiled");
+    assert_every_fixture(&gw, &key);
+    // Had the compiled engine slipped on any fixture, it would have been sent back.
+    assert_eq!(gw.readiness()["policy_engine"], "compiled");
+}
+
+/// Sends every fixture through `gw` and checks its documented outcome.
+fn assert_every_fixture(gw: &Gateway, key: &agentgate::dev::SigningIdentity) {
     let doc: Value =
         serde_json::from_slice(&std::fs::read(repo().join("tests/data/fixtures.json")).unwrap())
             .unwrap();

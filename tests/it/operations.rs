@@ -564,3 +564,73 @@ fn allowed_decisions_can_be_sampled_but_denies_are_always_logged() {
     assert_eq!(d["blueprint_name"], "Sales Assistant Agent");
     assert_eq!(d["sponsors"][0], "ffffffff-6666-6666-6666-0000000000a1");
 }
+
+/// Allows every request, except that one rare path goes through an `else` after an
+/// iterating body, which the compiled engine of regorus 0.14 does not take. No sample input
+/// has that path, so the compiled engine passes its check and serves.
+const RARE_SLIP_SET: &str = r#"package agentgate
+
+decision := rare if {
+	input.request.path == "/orders/very/rare"
+} else := {"allow": true, "reason": "allowed"}
+
+rare := {"allow": true, "reason": "allowed"} if {
+	some m in ["PUT"]
+	input.request.method == m
+} else := {"allow": false, "status": 403, "reason": "rare_path"}
+"#;
+
+#[test]
+fn a_compiled_engine_slip_is_answered_by_the_interpreter_and_reported() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            rego: Some(vec![("policy.rego", RARE_SLIP_SET.into())]),
+            ..Default::default()
+        },
+    );
+    gw.wait_policy_engine("compiled");
+    let metrics = gw.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentgate_policy_engine_compiled{role=\"enforced\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentgate_policy_engine_events_total{event=\"promoted\"}"
+        ),
+        1.0
+    );
+    let token = fresh_token(&key, "slip");
+    gw.sent(&token);
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    // The interpreter's answer, not the compiled engine's undefined (a policy_error).
+    gw.call("GET", "/orders/very/rare", Some(&token))
+        .assert_denied(403, "rare_path");
+    assert_eq!(gw.readiness()["policy_engine"], "refused");
+    let metrics = gw.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentgate_policy_engine_compiled{role=\"enforced\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentgate_policy_engine_events_total{event=\"demoted\"}"
+        ),
+        1.0
+    );
+    assert!(gw
+        .stderr()
+        .contains("compiled policy engine disagreed with the interpreter"));
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+}

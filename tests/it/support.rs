@@ -145,6 +145,8 @@ pub struct GatewaySpec {
     pub grace_period: &'static str,
     /// Extra lines for the `[server]` table.
     pub server_extra: String,
+    /// Extra lines for the `[policy]` table.
+    pub policy_extra: String,
 }
 
 impl Default for GatewaySpec {
@@ -159,6 +161,7 @@ impl Default for GatewaySpec {
             extra_config: String::new(),
             grace_period: "0s",
             server_extra: String::new(),
+            policy_extra: String::new(),
         }
     }
 }
@@ -253,6 +256,7 @@ dir = "policies"
 # Debug builds on a loaded CI machine are far slower than release: a generous budget keeps
 # timeouts meaning "runaway policy", not "slow test machine".
 timeout = "250ms"
+{policy_extra}
 
 [[routes]]
 id = "orders"
@@ -275,6 +279,7 @@ audiences = ["{API_URI}", "{API}"]
             route_extra = spec.route_extra,
             grace = spec.grace_period,
             server_extra = spec.server_extra,
+            policy_extra = spec.policy_extra,
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -298,7 +303,8 @@ audiences = ["{API_URI}", "{API}"]
         gw
     }
 
-    /// Polls `/readyz` until it answers 200, failing the test after 20 s.
+    /// Polls `/readyz` until this gateway answers 200 and its proxy port accepts, failing
+    /// the test after 20 s.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::blocking::Client::new();
@@ -306,8 +312,13 @@ audiences = ["{API_URI}", "{API}"]
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", self.stderr());
             }
+            // Ports come from free_port(), so another test's process may hold one: the
+            // answer must come from this child, and the proxy port must accept.
             if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send() {
-                if r.status() == 200 {
+                let ours = r.status() == 200
+                    && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id());
+                let proxy = self.base.trim_start_matches("http://");
+                if ours && std::net::TcpStream::connect(proxy).is_ok() {
                     return;
                 }
             }
@@ -318,6 +329,35 @@ audiences = ["{API_URI}", "{API}"]
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The `/readyz` document.
+    pub fn readiness(&self) -> Value {
+        reqwest::blocking::get(format!("{}/readyz", self.admin))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Polls `/readyz` until the policy engine is `state`, failing the test after 60 s.
+    pub fn wait_policy_engine(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.readiness()["policy_engine"] != state {
+            assert!(
+                Instant::now() < deadline,
+                "policy engine never became {state}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("{}/metrics", self.admin))
+            .unwrap()
+            .text()
+            .unwrap()
     }
 
     /// Remembers a token sent to this gateway, for the log scan on drop.
