@@ -8,6 +8,8 @@ Configurations are interleaved over several rounds; the report gives medians.
 Measured per configuration and connection count: throughput (wrk, keep-alive), SUT CPU
 seconds per request (utime+stime from /proc/<pid>/stat over the run), peak RSS (VmHWM), and,
 in full runs, latency at a fixed 1,000 req/s with oha's coordinated-omission correction.
+Full runs then check memory: RSS once 100k distinct tokens are cached, and RSS sampled over a
+soak at about half the cached-token throughput, cycling over the same tokens.
 Output: results.json and results.md in --out (default target/load).
 """
 
@@ -52,10 +54,10 @@ def jwks_for_key(pem_path):
     return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": b64url(n), "e": "AQAB"}]}
 
 
-def mint(config):
+def mint(config, count=1):
     return run([AGENTGATE, "token", "mint", "--config", config, "--key", KEY, "--client",
                 "dddddddd-4444-4444-4444-000000000001", "--blueprint", "cccccccc-3333-3333-3333-000000000001",
-                "--role", "Orders.Read.All", "--ttl", "6h"]).strip()
+                "--role", "Orders.Read.All", "--ttl", "6h", "--count", str(count)]).strip()
 
 
 def pinned(cpu, cmd, log):
@@ -92,6 +94,61 @@ def peak_rss_kib(pids):
                 if line.startswith("VmHWM:"):
                     worst = max(worst, int(line.split()[1]))
     return worst
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+
+def metric(admin_port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def memory(tmp, procs, tokens, soak_minutes, rate):
+    """Peak RSS once `tokens` distinct tokens are cached, then RSS over a soak at `rate` req/s."""
+    pid = procs["agentgate"].pid
+    print(f"minting {tokens:,} distinct tokens", file=sys.stderr)
+    write(f"{tmp}/tokens.txt", mint(f"{tmp}/agentgate.toml", tokens) + "\n")
+    write(f"{tmp}/cycle.lua", f"""
+local tokens = {{}}
+for line in io.lines("{tmp}/tokens.txt") do tokens[#tokens + 1] = "Bearer " .. line end
+local i = 0
+local pause = tonumber(os.getenv("PAUSE_MS") or "0")
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/orders/1", {{["Authorization"] = tokens[i]}})
+end
+if pause > 0 then delay = function() return pause end end
+""")
+    # One pass over every token fills the cache (each first use is one RS256 verify).
+    fill_s = max(10, tokens // 2500)
+    requests, rps, non2xx, _ = wrk(AG_CACHED, 16, fill_s, script=f"{tmp}/cycle.lua")
+    if non2xx:
+        raise SystemExit(f"memory fill: {non2xx} of {requests} responses were not 2xx")
+    out = {"tokens": tokens, "fill_requests": requests,
+           "cached_entries": metric(AG_CACHED + 100, "agentgate_token_cache_entries"),
+           "rss_after_fill_mib": rss_mib(pid), "peak_rss_after_fill_mib": peak_rss_kib([pid]) / 1024}
+    if soak_minutes:
+        conns = 16
+        pause_ms = max(1, round(1000 * conns / rate))
+        env = dict(os.environ, PAUSE_MS=str(pause_ms))
+        samples = []
+        soak = subprocess.Popen(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{soak_minutes * 60}s",
+                                 "-s", f"{tmp}/cycle.lua", f"http://127.0.0.1:{AG_CACHED}/orders/1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        while soak.poll() is None:
+            samples.append(round(rss_mib(pid), 1))
+            time.sleep(30)
+        text = soak.stdout.read()
+        requests = int(next(l for l in text.splitlines() if "requests in" in l).split()[0])
+        out.update({"soak_minutes": soak_minutes, "soak_rate_req_s": requests / (soak_minutes * 60),
+                    "soak_rss_samples_mib": samples, "soak_non_2xx": next((int(l.split()[-1]) for l in text.splitlines() if "Non-2xx" in l), 0)})
+    return out
 
 
 def family(pid):
@@ -176,7 +233,22 @@ audiences = ["{AUD}"]
         procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", f"{tmp}/{name}.toml"], logs)
     for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED]:
         wait_port(port)
+    for port in [AG_CACHED, AG_UNCACHED]:
+        wait_compiled_engine(port + 100)
     return procs
+
+
+def wait_compiled_engine(admin_port, deadline=30):
+    """Measures start once the compiled policy engine decides, as it does in steady state."""
+    end = time.time() + deadline
+    state = None
+    while time.time() < end:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1) as r:
+            state = json.load(r).get("policy_engine")
+        if state == "compiled":
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"agentgate on admin port {admin_port}: policy engine is {state!r}, not 'compiled', after {deadline}s")
 
 
 def wrk(port, conns, seconds, header=None, script=None):
@@ -209,6 +281,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10, help="seconds per throughput run")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/load"))
+    ap.add_argument("--memory-tokens", type=int, default=100_000,
+                    help="distinct cached tokens for the memory check (0: skip; full runs only)")
+    ap.add_argument("--soak-minutes", type=int, default=10, help="after the memory check, RSS over this long at --soak-rate (0: skip)")
+    ap.add_argument("--soak-rate", type=int, default=6000, help="requests per second in the soak (about half the cached-token throughput)")
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.duration = 1, 1
@@ -266,7 +342,10 @@ end
                     lat["p50_us"].append(p50 * 1e6 if p50 is not None else None)
                     lat["p99_us"].append(p99 * 1e6 if p99 is not None else None)
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-        report(results, conn_counts, args)
+        mem = None
+        if not args.smoke and args.memory_tokens:
+            mem = memory(tmp, procs, args.memory_tokens, args.soak_minutes, args.soak_rate)
+        report(results, conn_counts, args, mem)
     finally:
         for p in procs.values():
             try:
@@ -286,10 +365,11 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
-def report(results, conn_counts, args):
+def report(results, conn_counts, args, mem):
     machine = {"cpus": os.cpu_count(), "kernel": os.uname().release,
                "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}
-    doc = {"machine": machine, "rounds": args.rounds, "duration_s": args.duration, "smoke": args.smoke, "results": results}
+    doc = {"machine": machine, "rounds": args.rounds, "duration_s": args.duration, "smoke": args.smoke, "results": results,
+           "memory": mem}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(doc, f, indent=2)
     bare = results["bare pingora"]
@@ -306,6 +386,14 @@ def report(results, conn_counts, args):
             fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
             lines.append(f"| {name} | {c} | {rps:,.0f} | {rps / med(bare[str(c)]['rps']):.2f} | {rps / med(hap[str(c)]['rps']):.2f} | "
                          f"{cpu:.1f} | {r['peak_rss_mib']:.1f} | {fmt(p50, 0)} | {fmt(p99, 0)} |")
+    if mem:
+        lines += ["", f"Memory (agentgate, cached tokens): {mem['tokens']:,} distinct tokens sent, "
+                      f"{mem['cached_entries']:,.0f} cached; RSS {mem['rss_after_fill_mib']:.1f} MiB, peak {mem['peak_rss_after_fill_mib']:.1f} MiB."]
+        if mem.get("soak_rss_samples_mib"):
+            r = mem["soak_rss_samples_mib"]
+            lines.append(f"Soak: {mem['soak_minutes']} min at {mem['soak_rate_req_s']:,.0f} req/s over the same tokens, "
+                         f"{mem['soak_non_2xx']} non-2xx; RSS first {r[0]} MiB, last {r[-1]} MiB, max {max(r)} MiB "
+                         f"({len(r)} samples, 30 s apart).")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)

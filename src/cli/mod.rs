@@ -9,6 +9,7 @@ use crate::dev::demo;
 use crate::policy::PolicySnapshot;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -192,6 +193,9 @@ struct MintArgs {
     /// Signing key (default: the [dev] key of the configuration).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Mint this many distinct tokens (each its own `uti`), one per line: load tests.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
 }
 
 /// Runs the parsed command line; `Ok(false)` means "ran, but the answer is no" (exit 1).
@@ -229,9 +233,14 @@ pub fn run(cli: Cli) -> Result<bool> {
                     version: args.version,
                     ttl: args.ttl,
                     key: args.key,
+                    count: args.count,
                 },
             )?;
-            println!("{minted}");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for token in minted {
+                writeln!(out, "{token}")?;
+            }
+            out.flush()?;
             Ok(true)
         }
         Some(Command::Completions { shell }) => {

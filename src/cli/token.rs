@@ -149,10 +149,12 @@ pub struct MintOptions {
     pub version: String,
     pub ttl: std::time::Duration,
     pub key: Option<PathBuf>,
+    /// How many distinct tokens (each with its own `uti`).
+    pub count: usize,
 }
 
-/// Mints a dev token from the dev key.
-pub fn mint(config: &Config, o: MintOptions) -> Result<String> {
+/// Mints dev tokens from the dev key.
+pub fn mint(config: &Config, o: MintOptions) -> Result<Vec<String>> {
     let Some(kind) = CallerKind::parse(&o.kind) else {
         bail!("unknown kind {:?}: use one of agent_app, agent_obo, agent_user, app, user, app_obo_agent_user", o.kind);
     };
@@ -193,5 +195,19 @@ pub fn mint(config: &Config, o: MintOptions) -> Result<String> {
         lifetime_secs: o.ttl.as_secs(),
         extra: Default::default(),
     };
-    Ok(key.sign(&spec.claims())?)
+    let mut claims = spec.claims();
+    if o.count <= 1 {
+        return Ok(vec![key.sign(&claims)?]);
+    }
+    let base = claims
+        .get("uti")
+        .and_then(|u| u.as_str())
+        .unwrap_or("dev")
+        .to_string();
+    (0..o.count)
+        .map(|i| {
+            claims.insert("uti".into(), format!("{base}-{i}").into());
+            Ok(key.sign(&claims)?)
+        })
+        .collect()
 }

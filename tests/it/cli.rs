@@ -230,6 +230,44 @@ fn eval_explains_and_warns_without_verification() {
 }
 
 #[test]
+fn token_mint_count_gives_distinct_tokens_the_gateway_accepts() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let out = agentgate(&[
+        "token",
+        "mint",
+        "--config",
+        "config/agentgate.toml",
+        "--key",
+        "tests/data/keys/primary.pem",
+        "--client",
+        AGENT_EMEA,
+        "--blueprint",
+        BP_SALES,
+        "--role",
+        "Orders.Read.All",
+        "--aud",
+        API_URI,
+        "--tenant",
+        TENANT_A,
+        "--count",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tokens: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+    assert_eq!((tokens.len(), distinct.len()), (5, 5));
+    for token in &tokens {
+        gw.call("GET", "/orders/1", Some(token)).assert_allowed();
+    }
+}
+
+#[test]
 fn token_decode_explains_the_caller_and_verifies_only_with_keys() {
     let key = key("primary");
     let token = mint(&key, &spec(CallerKind::AgentUser));
