@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the decision path, without network on the measured path: token
 //! validation (RS256, cache miss and hit), caller classification, input building, policy
-//! evaluation of the shipped set (interpreter and compiled engine), and the whole decision
-//! (compiled engine, the gateway's default).
+//! evaluation of the shipped set (interpreter and compiled engine, and the compiled engine
+//! with ten times the data and route rules), and the whole decision (compiled engine, the
+//! gateway's default).
 //!
 //! Full run: `cargo bench --bench decision`. Smoke: `cargo bench --bench decision -- --quick`.
 //! Keys are fetched once at setup from a dev issuer on loopback, as the gateway would.
@@ -73,6 +74,56 @@ fn setup() -> Setup {
         key,
         keys,
     }
+}
+
+/// A copy of the policy directory whose data is `factor` times larger: that many times the
+/// blueprints, agents and blueprint access entries, and that many times the rules on the
+/// benchmarked route, the extra ones (matching nothing) ahead of the real ones.
+fn scaled_policy_dir(dir: &Path, factor: usize) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("agentgate")).unwrap();
+    std::fs::create_dir_all(out.path().join("data")).unwrap();
+    for e in std::fs::read_dir(dir.join("agentgate")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), out.path().join("agentgate").join(e.file_name())).unwrap();
+    }
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("data").join(name)).unwrap()).unwrap()
+    };
+    let (mut directory, mut access) = (read("directory.json"), read("access.json"));
+    let blueprints = directory["blueprints"].as_object().unwrap().clone();
+    let agents = directory["agents"].as_object().unwrap().clone();
+    let access_blueprints = access["blueprints"].as_object().unwrap().clone();
+    for copy in 1..factor {
+        let renamed = |id: &str| format!("{:04x}{}", 0x1000 * copy, &id[4..]);
+        for (id, entry) in &blueprints {
+            directory["blueprints"][renamed(id)] = entry.clone();
+        }
+        for (id, entry) in &agents {
+            let mut entry = entry.clone();
+            let blueprint = entry["blueprint"].as_str().unwrap().to_string();
+            entry["blueprint"] = renamed(&blueprint).into();
+            entry.as_object_mut().unwrap().remove("agent_user");
+            directory["agents"][renamed(id)] = entry;
+        }
+        for (id, entry) in &access_blueprints {
+            access["blueprints"][renamed(id)] = entry.clone();
+        }
+    }
+    let rules = access["blueprints"]["cccccccc-3333-3333-3333-000000000001"]["routes"]["orders"]
+        .as_array_mut()
+        .unwrap();
+    let extra: Vec<serde_json::Value> = (0..rules.len() * (factor - 1))
+        .map(|i| {
+            serde_json::json!({"methods": ["DELETE"], "path_prefixes": [format!("/archive-{i}")],
+                "roles": ["Orders.Archive"], "scopes": ["Orders.Archive"]})
+        })
+        .collect();
+    rules.splice(0..0, extra);
+    for (name, doc) in [("directory.json", directory), ("access.json", access)] {
+        std::fs::write(out.path().join("data").join(name), doc.to_string()).unwrap();
+    }
+    out
 }
 
 fn agent_token(s: &Setup, uti: u64) -> String {
@@ -156,6 +207,13 @@ fn benches(c: &mut Criterion) {
     assert_eq!(compiled.compile_now(), EngineState::Compiled);
     c.bench_function("policy/evaluate_shipped_compiled", |b| {
         b.iter(|| compiled.decide(input.clone()).unwrap())
+    });
+    let scaled_dir = scaled_policy_dir(&s.config.policy.dir, 10);
+    let scaled = PolicySnapshot::load(scaled_dir.path(), BUDGET, false).unwrap();
+    assert_eq!(scaled.compile_now(), EngineState::Compiled);
+    assert_eq!(scaled.decide(input.clone()), compiled.decide(input.clone()));
+    c.bench_function("policy/evaluate_compiled_10x_data", |b| {
+        b.iter(|| scaled.decide(input.clone()).unwrap())
     });
 
     let mut headers = http::HeaderMap::new();

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A verified token with its prepared policy input, as cached.
+/// A verified token, as cached. The policy input is built from it per request: kept in
+/// the cache, the input's maps cost about 2 KiB per token.
 #[derive(Debug)]
 pub struct Authenticated {
     pub token: VerifiedToken,
-    input: TokenInput,
     /// Unix second after which the cache entry is not used.
     cached_until: u64,
 }
@@ -31,7 +31,6 @@ impl Authenticated {
     /// Wraps a token checked elsewhere (`agentgate eval`), never cached.
     pub fn uncached(token: VerifiedToken) -> Arc<Self> {
         Arc::new(Self {
-            input: TokenInput::new(&token),
             cached_until: 0,
             token,
         })
@@ -326,7 +325,7 @@ impl Authorizer {
             &facts,
             &route.input,
             &caller.token,
-            &caller.input,
+            &TokenInput::new(&caller.token),
             &snapshot.prepared,
             &resolution,
         );
@@ -389,7 +388,6 @@ impl Authorizer {
         let token = self.validator.verify(bearer, now).await?;
         token.check_audience(audiences)?;
         let entry = Arc::new(Authenticated {
-            input: TokenInput::new(&token),
             cached_until: token
                 .expires_at
                 .saturating_add(leeway)

@@ -35,6 +35,17 @@ struct Keys {
     known: Value,
     enabled: Value,
     type_: Value,
+    kind: Value,
+    version: Value,
+    issuer: Value,
+    audience: Value,
+    scopes: Value,
+    roles: Value,
+    facets: Value,
+    idtyp: Value,
+    issued_at: Value,
+    not_before: Value,
+    expires_at: Value,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
@@ -59,6 +70,17 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     known: "known".into(),
     enabled: "enabled".into(),
     type_: "type".into(),
+    kind: "kind".into(),
+    version: "version".into(),
+    issuer: "issuer".into(),
+    audience: "audience".into(),
+    scopes: "scopes".into(),
+    roles: "roles".into(),
+    facets: "facets".into(),
+    idtyp: "idtyp".into(),
+    issued_at: "issued_at".into(),
+    not_before: "not_before".into(),
+    expires_at: "expires_at".into(),
 });
 
 /// The facts of one request that policy may see.
@@ -147,27 +169,28 @@ impl TokenInput {
     /// Prepares the token-derived parts of the input.
     pub fn new(t: &VerifiedToken) -> Self {
         let c = &t.caller;
-        let mut token = BTreeMap::new();
-        let mut put = |k: &str, v: Value| {
-            token.insert(Value::from(k), v);
-        };
-        put("kind", c.kind.as_str().into());
-        put("version", t.version.as_str().into());
-        put("tenant", Value::String(c.tenant.clone()));
-        put("issuer", Value::String(t.issuer.clone()));
-        put("audience", Value::String(t.audience.clone()));
-        put("scopes", arc_strings(&t.scopes));
-        put("roles", arc_strings(&t.roles));
-        let mut facets = BTreeMap::new();
-        facets.insert(Value::from("actor"), numbers(&c.facets.actor));
-        facets.insert(Value::from("subject"), numbers(&c.facets.subject));
-        facets.insert(Value::from("tenant"), numbers(&c.facets.tenant));
-        put("facets", Value::from(facets));
-        put("idtyp", t.idtyp.clone().map_or(Value::Null, Value::String));
-        put("issued_at", t.issued_at.map_or(Value::Null, Value::from));
-        put("not_before", t.not_before.map_or(Value::Null, Value::from));
-        put("expires_at", Value::from(t.expires_at));
         let k = &*KEYS;
+        let token = object([
+            (&k.kind, c.kind.as_str().into()),
+            (&k.version, t.version.as_str().into()),
+            (&k.tenant, Value::String(c.tenant.clone())),
+            (&k.issuer, Value::String(t.issuer.clone())),
+            (&k.audience, Value::String(t.audience.clone())),
+            (&k.scopes, arc_strings(&t.scopes)),
+            (&k.roles, arc_strings(&t.roles)),
+            (
+                &k.facets,
+                object([
+                    (&k.actor, numbers(&c.facets.actor)),
+                    (&k.subject, numbers(&c.facets.subject)),
+                    (&k.tenant, numbers(&c.facets.tenant)),
+                ]),
+            ),
+            (&k.idtyp, t.idtyp.clone().map_or(Value::Null, Value::String)),
+            (&k.issued_at, t.issued_at.map_or(Value::Null, Value::from)),
+            (&k.not_before, t.not_before.map_or(Value::Null, Value::from)),
+            (&k.expires_at, Value::from(t.expires_at)),
+        ]);
         let principal = |id: &Arc<str>| {
             object([
                 (&k.tenant, Value::String(c.tenant.clone())),
@@ -175,7 +198,7 @@ impl TokenInput {
             ])
         };
         Self {
-            token: Value::from(token),
+            token,
             actor: principal(&c.actor_id),
             subject: principal(&c.subject_id),
         }
