@@ -8,6 +8,7 @@
 
 use crate::config::{IdentityConfig, TokenCacheConfig};
 use crate::directory::ResolveError;
+use crate::identity::pool::StringPool;
 use crate::identity::{bearer_token, TokenError, TokenValidator, VerifiedToken};
 use crate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
 use crate::policy::{Decision, DecisionError, PolicySnapshot};
@@ -175,10 +176,15 @@ pub struct RouteAccess {
 
 type TokenCache = quick_cache::sync::Cache<[u8; 32], Arc<Authenticated>>;
 
+/// Distinct strings cached tokens may share (ids, issuers, audiences, permissions).
+const SHARED_STRINGS: usize = 65_536;
+
 /// Runs the decision pipeline.
 pub struct Authorizer {
     validator: TokenValidator,
     cache: Option<TokenCache>,
+    /// Shares the strings of cached tokens.
+    strings: StringPool,
     cache_ttl: u64,
     max_token_bytes: usize,
     input_headers: Vec<http::HeaderName>,
@@ -207,6 +213,7 @@ impl Authorizer {
         Self {
             validator,
             cache: cache.enabled.then(|| TokenCache::new(cache.capacity)),
+            strings: StringPool::new(SHARED_STRINGS),
             cache_ttl: cache.max_ttl.as_secs(),
             max_token_bytes: identity.max_token_bytes,
             input_headers,
@@ -385,8 +392,11 @@ impl Authorizer {
             }
             self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
-        let token = self.validator.verify(bearer, now).await?;
+        let mut token = self.validator.verify(bearer, now).await?;
         token.check_audience(audiences)?;
+        if self.cache.is_some() {
+            self.strings.share_token(&mut token);
+        }
         let entry = Arc::new(Authenticated {
             cached_until: token
                 .expires_at

@@ -8,6 +8,7 @@ mod claims;
 mod error;
 pub mod jwks;
 pub mod keys;
+pub mod pool;
 pub mod token;
 
 pub use caller::{Caller, CallerKind};

@@ -60,7 +60,7 @@ pub struct VerifiedToken {
     pub scopes: Vec<Arc<str>>,
     pub roles: Vec<Arc<str>>,
     /// The signing key's id, re-checked against the live key set on every cache hit.
-    pub kid: Box<str>,
+    pub kid: Arc<str>,
 }
 
 impl VerifiedToken {
@@ -303,7 +303,7 @@ impl TokenValidator {
                 .into_iter()
                 .map(Arc::from)
                 .collect(),
-            kid: kid.into_boxed_str(),
+            kid: Arc::from(kid),
         })
     }
 }
