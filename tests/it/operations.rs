@@ -348,6 +348,34 @@ fn metrics_pass_promtool_and_move_with_traffic() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The shipped alert rules parse, and every metric they name is one the gateway defines.
+    let rules = repo().join("contrib/agentgate-alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(rules).unwrap();
+    let named: std::collections::BTreeSet<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("agentgate_"))
+        .collect();
+    let defined = std::fs::read_to_string(repo().join("src/telemetry/metrics.rs")).unwrap();
+    for name in named {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        assert!(
+            defined.contains(&format!("\"{family}\"")),
+            "the alert rules use {name}, which the gateway does not define"
+        );
+    }
 }
 
 /// True while the process runs (a zombie awaiting its parent counts as gone).
