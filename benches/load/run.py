@@ -146,7 +146,9 @@ if pause > 0 then delay = function() return pause end end
             time.sleep(30)
         text = soak.stdout.read()
         requests = int(next(l for l in text.splitlines() if "requests in" in l).split()[0])
-        out.update({"soak_minutes": soak_minutes, "soak_rate_req_s": requests / (soak_minutes * 60),
+        # Keep what the gateway said about any refusal: the temporary directory goes away.
+        denies = [l.strip() for l in open(f"{tmp}/servers.log") if '"allow":false' in l][-5:]
+        out.update({"soak_last_denies": denies, "soak_minutes": soak_minutes, "soak_rate_req_s": requests / (soak_minutes * 60),
                     "soak_rss_samples_mib": samples, "soak_non_2xx": next((int(l.split()[-1]) for l in text.splitlines() if "Non-2xx" in l), 0)})
     return out
 
