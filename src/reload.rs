@@ -153,7 +153,7 @@ impl Reloader {
         status: &mut ReloadStatus,
     ) -> Result<String, ReloadError> {
         let candidate = Config::load(&self.config_path)?;
-        let policy = PolicySnapshot::load_to_serve(&candidate.policy.dir, &candidate.policy)
+        let policy = PolicySnapshot::load(&candidate.policy.dir, candidate.policy.timeout, true)
             .map_err(|source| ReloadError::Policy {
                 dir: candidate.policy.dir.display().to_string(),
                 source,
@@ -177,6 +177,8 @@ impl Reloader {
         let revision = policy.revision.clone();
         let unchanged = revision == status.revision && candidate.routes == running.routes;
         if !unchanged {
+            // Compiled only once it is sure to serve: an unchanged candidate is dropped.
+            policy.start_engine(&candidate.policy);
             self.authorizer.policy().store(Arc::new(policy));
             self.routes.store(Arc::new(routes));
             status.loaded_at_unix = unix_now();

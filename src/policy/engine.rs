@@ -180,28 +180,25 @@ impl CompiledPolicy {
         let Some(program) = self.compiled.serving() else {
             return self.interpret(input);
         };
-        let reference = cross_check_due().then(|| input.clone());
-        // The input is kept (a reference-counted clone) only for a check or a fallback.
-        let fallback = input.clone();
+        // A reference-counted clone, for a cross-check or a fallback to the interpreter.
+        let kept = input.clone();
         match self.compiled.evaluate(self.generation, program, input) {
             // Undefined is never a decision: the compiled engine's known slips (an `else`
             // not taken) show up as undefined, so the interpreter answers and, if it
             // decides, the compiled engine is sent back.
-            Ok(Value::Undefined) => self.reference_answer(fallback, "undefined decision"),
-            Ok(value) => match reference {
-                Some(input) => match self.interpret(input) {
-                    Ok(expected) if expected != value => {
-                        self.compiled
-                            .demote("a live cross-check decided differently");
-                        Ok(expected)
-                    }
-                    _ => Ok(value),
-                },
-                None => Ok(value),
+            Ok(Value::Undefined) => self.reference_answer(kept, "undefined decision"),
+            Ok(value) if cross_check_due() => match self.interpret(kept) {
+                Ok(expected) if expected != value => {
+                    self.compiled
+                        .demote("a live cross-check decided differently");
+                    Ok(expected)
+                }
+                _ => Ok(value),
             },
+            Ok(value) => Ok(value),
             Err(VmFailure::Timeout) => Err(DecisionError::Timeout),
             // The interpreter is the reference: if it decides, the compiled engine was wrong.
-            Err(VmFailure::Error(message)) => self.reference_answer(fallback, &message),
+            Err(VmFailure::Error(message)) => self.reference_answer(kept, &message),
         }
     }
 

@@ -80,10 +80,15 @@ impl PolicySnapshot {
     /// engine starts in the background unless the configuration asks for the interpreter.
     pub fn load_to_serve(dir: &Path, config: &PolicyConfig) -> Result<Self, PolicyLoadError> {
         let snapshot = Self::load(dir, config.timeout, true)?;
-        if config.engine == PolicyEngine::Auto {
-            snapshot.start_compiled_engine();
-        }
+        snapshot.start_engine(config);
         Ok(snapshot)
+    }
+
+    /// Starts the compiled engine in the background unless `config` asks for the interpreter.
+    pub fn start_engine(&self, config: &PolicyConfig) {
+        if config.engine == PolicyEngine::Auto {
+            self.compiled.start_compiled_engine();
+        }
     }
 
     /// Builds a snapshot from files already read.
@@ -125,12 +130,6 @@ impl PolicySnapshot {
     /// Which engine decides for this set.
     pub fn engine_state(&self) -> EngineState {
         self.compiled.engine_state()
-    }
-
-    /// Starts compiling the set to bytecode in the background; the compiled engine decides
-    /// once it agrees with the interpreter on sample inputs.
-    pub fn start_compiled_engine(&self) {
-        self.compiled.start_compiled_engine();
     }
 
     /// Compiles and checks the set on this thread; returns which engine now decides.

@@ -661,4 +661,14 @@ fn a_compiled_engine_slip_is_answered_by_the_interpreter_and_reported() {
         .stderr()
         .contains("compiled policy engine disagreed with the interpreter"));
     gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    // A reloaded set gets its own compiled engine.
+    std::fs::write(
+        gw.dir.path().join("policies/policy.rego"),
+        "package agentgate\n\ndecision := {\"allow\": true, \"reason\": \"allowed\"}\n",
+    )
+    .unwrap();
+    assert_eq!(gw.reload().0, 200);
+    gw.wait_policy_engine("compiled");
+    gw.call("GET", "/orders/very/rare", Some(&token))
+        .assert_allowed();
 }
