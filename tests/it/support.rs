@@ -119,13 +119,23 @@ impl Servers {
     }
 }
 
-/// Picks a free loopback port.
+/// Picks a free loopback port, never one handed out before in this test process: the
+/// kernel may offer a just-released port again, and a gateway whose proxy and admin
+/// listeners got the same port (both bind with SO_REUSEPORT) answers admin calls at random.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// How to start a gateway.
