@@ -57,10 +57,7 @@ fn cached_keys_keep_working_through_every_kind_of_key_server_fault() {
         assert_eq!(ready.status(), 200, "{fault:?}");
     }
     servers.issuer.set_fault(Fault::None);
-    let failures = reqwest::blocking::get(format!("{}/metrics", gw.admin))
-        .unwrap()
-        .text()
-        .unwrap();
+    let failures = gw.metrics();
     assert!(
         failures.contains("agentgate_key_fetches_total{result=\"error\""),
         "{failures}"

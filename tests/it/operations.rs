@@ -242,10 +242,7 @@ fn a_broken_edit_is_refused_reported_and_the_old_set_keeps_serving() {
     );
 
     gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
-    let ready: serde_json::Value = reqwest::blocking::get(format!("{}/readyz", gw.admin))
-        .unwrap()
-        .json()
-        .unwrap();
+    let ready = gw.readiness();
     assert!(
         ready["reload"]["last_error"]
             .as_str()
@@ -257,10 +254,7 @@ fn a_broken_edit_is_refused_reported_and_the_old_set_keeps_serving() {
         ready["ready"], true,
         "a refused edit does not make the gateway unready"
     );
-    let metrics = reqwest::blocking::get(format!("{}/metrics", gw.admin))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     assert!(
         metrics.contains("agentgate_reloads_total{result=\"error\"} 1"),
         "{metrics}"
@@ -280,16 +274,10 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
     let gw = Gateway::start(&servers, GatewaySpec::default());
-    let scrape = || {
-        reqwest::blocking::get(format!("{}/metrics", gw.admin))
-            .unwrap()
-            .text()
-            .unwrap()
-    };
     let allowed = format!(
         "agentgate_requests_total{{blueprint=\"{BP_SALES}\",caller_kind=\"agent_app\",decision=\"allow\",reason=\"allowed\",route=\"orders\"}}"
     );
-    let before = scrape();
+    let before = gw.metrics();
     let token = mint(&key, &spec(CallerKind::AgentApp));
     for _ in 0..3 {
         gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
@@ -304,7 +292,7 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     };
     gw.call("GET", "/orders/1", Some(&unknown))
         .assert_denied(403, "unknown_blueprint");
-    let after = scrape();
+    let after = gw.metrics();
     assert_eq!(
         metric(&after, &allowed) - metric(&before, &allowed),
         3.0,
@@ -520,10 +508,7 @@ fn a_shadow_set_is_evaluated_beside_the_enforced_one_without_changing_outcomes()
     )
     .assert_allowed();
 
-    let metrics = reqwest::blocking::get(format!("{}/metrics", gw.admin))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     let line = format!("agentgate_shadow_mismatches_total{{blueprint=\"{BP_INVOICE}\",enforced=\"allow\",shadow=\"deny\"}} 1");
     assert!(metrics.contains(&line), "{metrics}");
     assert!(!metrics.contains(&format!(
