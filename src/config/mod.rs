@@ -87,6 +87,10 @@ pub struct ServerSettings {
     pub max_requests_per_connection: u32,
     /// Time a client has to send a request's complete header block (against slowloris).
     pub header_read_timeout: Duration,
+    /// Open connections per listener; more are refused (`0`: no cap).
+    pub max_connections: usize,
+    /// Open connections per client address; more are refused (`0`: no cap).
+    pub max_connections_per_client: usize,
 }
 
 /// Token validation and signing-key settings.
@@ -316,6 +320,8 @@ impl Config {
                     max_header_bytes: raw.server.max_header_bytes,
                     max_requests_per_connection: raw.server.max_requests_per_connection,
                     header_read_timeout: raw.server.header_read_timeout,
+                    max_connections: raw.server.max_connections,
+                    max_connections_per_client: raw.server.max_connections_per_client,
                 },
                 listeners,
                 admin,

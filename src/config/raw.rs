@@ -90,6 +90,8 @@ pub struct RawServer {
     pub max_requests_per_connection: u32,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 impl Default for RawServer {
@@ -103,6 +105,8 @@ impl Default for RawServer {
             max_header_bytes: 32 * 1024,
             max_requests_per_connection: 1000,
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_client: 512,
         }
     }
 }

@@ -15,6 +15,7 @@ pub struct Admin {
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
+    pub connections: Arc<super::admission::ConnectionCounts>,
 }
 
 impl Admin {
@@ -93,6 +94,7 @@ impl ServeHttp for Admin {
                 self.metrics
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
+                self.metrics.observe_connections(self.connections.open());
                 self.metrics.observe_policy_engine(
                     crate::policy::compiled::engine_events(),
                     self.authorizer.policy().load().engine_state(),

@@ -6,13 +6,16 @@
 //! line, reads must finish within the deadline or the connection fails with `TimedOut`. Body
 //! reads are not limited (the route's read timeout governs the upstream side), and the next
 //! request's header is armed again once the response has been written.
+//!
+//! The scanner reads header blocks the way the HTTP/1 parser does (httparse): empty lines
+//! before the request line are skipped, and a line ends with `\n` or `\r\n`. So neither
+//! leading `\r\n\r\n` nor bare `\n` line endings can make it think a header block ended
+//! while the parser is still waiting for one.
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType,
 };
-use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -24,37 +27,45 @@ use tokio::time::Sleep;
 
 type Stream = pingora::protocols::Stream;
 
-/// Wraps a pingora application so every connection gets a [`HeaderDeadline`].
-pub struct WithHeaderDeadline<A> {
-    pub inner: Arc<A>,
-    pub deadline: Duration,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let wrapped: Stream = Box::new(HeaderDeadline::new(session, self.deadline));
-        self.inner.process_new(wrapped, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
-    }
-}
-
 /// Where the connection stands with respect to the current request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Reading a header block; `matched` bytes of `\r\n\r\n` seen so far.
-    Header { matched: u8 },
+    /// Reading a header block.
+    Header(HeaderScan),
     /// Header complete: body reads and the response follow.
     Request,
     /// A response was written; the next read starts a new header.
     Responded,
+}
+
+/// Where the scanner stands inside a header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderScan {
+    /// Before the request line: empty lines (`\r`, `\n`) are skipped, as the parser does.
+    Leading,
+    /// Inside a line.
+    InLine,
+    /// At the start of a line, after a line ending.
+    LineStart,
+    /// At the start of a line, after its `\r`.
+    LineStartCr,
+}
+
+impl HeaderScan {
+    /// Advances over `bytes`; returns the number of bytes up to and including the blank line
+    /// that ends the header block, or `None` while the block continues.
+    pub fn advance(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, b) in bytes.iter().enumerate() {
+            *self = match (*self, *b) {
+                (Self::Leading, b'\r' | b'\n') => Self::Leading,
+                (Self::LineStart, b'\n') | (Self::LineStartCr, b'\n') => return Some(i + 1),
+                (Self::LineStart, b'\r') => Self::LineStartCr,
+                (_, b'\n') => Self::LineStart,
+                _ => Self::InLine,
+            };
+        }
+        None
+    }
 }
 
 /// A connection whose request header blocks must arrive within a deadline.
@@ -79,31 +90,23 @@ impl HeaderDeadline {
             inner,
             deadline,
             timer: None,
-            phase: Phase::Header { matched: 0 },
+            phase: Phase::Header(HeaderScan::Leading),
         }
     }
 
-    /// Advances the `\r\n\r\n` matcher over newly read bytes.
+    /// Advances the header scanner over newly read bytes; disarms the deadline at the end of
+    /// the header block.
     fn scan(&mut self, bytes: &[u8]) {
-        const END: &[u8; 4] = b"\r\n\r\n";
-        let Phase::Header { mut matched } = self.phase else {
+        let Phase::Header(mut scan) = self.phase else {
             return;
         };
-        for b in bytes {
-            matched = if *b == END[matched as usize] {
-                matched + 1
-            } else if *b == b'\r' {
-                1
-            } else {
-                0
-            };
-            if matched == 4 {
-                self.phase = Phase::Request;
+        self.phase = match scan.advance(bytes) {
+            Some(_) => {
                 self.timer = None;
-                return;
+                Phase::Request
             }
-        }
-        self.phase = Phase::Header { matched };
+            None => Phase::Header(scan),
+        };
     }
 }
 
@@ -115,9 +118,9 @@ impl AsyncRead for HeaderDeadline {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.phase == Phase::Responded {
-            this.phase = Phase::Header { matched: 0 };
+            this.phase = Phase::Header(HeaderScan::Leading);
         }
-        if let Phase::Header { .. } = this.phase {
+        if let Phase::Header(_) = this.phase {
             let deadline = this.deadline;
             let timer = this
                 .timer
@@ -222,5 +225,64 @@ impl GetSocketDigest for HeaderDeadline {
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderScan;
+
+    /// Feeds `chunks` one read at a time; the offset just past the header block, if it ended.
+    fn end_of_header(chunks: &[&[u8]]) -> Option<usize> {
+        let mut scan = HeaderScan::Leading;
+        let mut seen = 0;
+        for c in chunks {
+            if let Some(n) = scan.advance(c) {
+                return Some(seen + n);
+            }
+            seen += c.len();
+        }
+        None
+    }
+
+    #[test]
+    fn a_header_block_ends_at_its_blank_line_however_it_is_split() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody";
+        assert_eq!(end_of_header(&[req]), Some(req.len() - 4));
+        let bytes: Vec<&[u8]> = req.chunks(1).collect();
+        assert_eq!(end_of_header(&bytes), Some(req.len() - 4));
+        // Bare LF line endings, which the parser accepts too.
+        assert_eq!(end_of_header(&[b"GET / HTTP/1.1\nHost: a\n\n"]), Some(24));
+        assert_eq!(end_of_header(&[b"GET / HTTP/1.1\nHost: a\r\n\n"]), Some(25));
+        assert_eq!(
+            end_of_header(&[b"GET / HTTP/1.1\r\nHost: a\n\r\n"]),
+            Some(26)
+        );
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_never_end_a_header_block() {
+        for leading in [
+            &b"\r\n\r\n"[..],
+            b"\n\n\n",
+            b"\r\r\n\n",
+            &[b'\r'; 100],
+            b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n",
+        ] {
+            assert_eq!(end_of_header(&[leading]), None, "{leading:?}");
+            // Then a request line and headers trickle in: still no end until the blank line.
+            assert_eq!(
+                end_of_header(&[leading, b"GET / HTTP/1.1\r\n", b"X-A: 1\r\n"]),
+                None
+            );
+            let done = end_of_header(&[leading, b"GET / HTTP/1.1\r\n", b"X-A: 1\r\n\r\n"]);
+            assert_eq!(done, Some(leading.len() + 26), "{leading:?}");
+        }
+    }
+
+    #[test]
+    fn line_endings_inside_a_line_do_not_end_it() {
+        assert_eq!(end_of_header(&[b"GET / HTTP/1.1\r\nA: \r1\r\n"]), None);
+        assert_eq!(end_of_header(&[b"GET / HTTP/1.1\r\nA: 1\r\r\n"]), None);
     }
 }

@@ -4,6 +4,7 @@
 //! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
 //! headers; `fail_to_proxy` maps upstream failures; `logging` records the decision once.
 
+use super::decision_id::DecisionIds;
 use super::framing::check_request;
 use super::headers::{add_identity_headers, strip_identity_headers};
 use super::respond::{send, Rejection};
@@ -18,7 +19,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,7 @@ pub struct Gateway {
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub decision_log: Arc<DecisionLog>,
-    ids: DecisionIds,
+    ids: Arc<DecisionIds>,
     max_header_bytes: usize,
     max_requests_per_connection: u32,
 }
@@ -58,35 +58,13 @@ struct ConnectionState {
     requests: u32,
 }
 
-/// Decision ids: a random per-process prefix and a counter; unique and cheap.
-struct DecisionIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
-
-impl DecisionIds {
-    fn new() -> Self {
-        let mut bytes = [0u8; 8];
-        // A fixed prefix only weakens uniqueness across restarts, never security.
-        let _ = aws_lc_rs::rand::fill(&mut bytes);
-        Self {
-            prefix: u64::from_le_bytes(bytes),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:016x}", self.prefix, n)
-    }
-}
-
 impl Gateway {
     pub fn new(
         routes: Arc<arc_swap::ArcSwap<RouteTable>>,
         authorizer: Arc<Authorizer>,
         metrics: Arc<Metrics>,
         decision_log: Arc<DecisionLog>,
+        ids: Arc<DecisionIds>,
         max_header_bytes: usize,
         max_requests_per_connection: u32,
     ) -> Self {
@@ -95,7 +73,7 @@ impl Gateway {
             authorizer,
             metrics,
             decision_log,
-            ids: DecisionIds::new(),
+            ids,
             max_header_bytes,
             max_requests_per_connection,
         }

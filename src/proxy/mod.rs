@@ -1,7 +1,9 @@
 //! The proxy process: wiring config, keys, policy and pingora services together.
 
 pub mod admin;
+pub mod admission;
 pub mod deadline;
+pub mod decision_id;
 pub mod framing;
 pub mod gateway;
 pub mod headers;
@@ -57,6 +59,8 @@ pub struct Parts {
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
     pub routes: Arc<ArcSwap<routes::RouteTable>>,
+    /// Open connections per listener and client, against the configured caps.
+    pub connections: Arc<admission::ConnectionCounts>,
 }
 
 /// Builds the decision pipeline from the configuration (no sockets opened).
@@ -90,6 +94,13 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
         routes: Arc::new(ArcSwap::from_pointee(routes::RouteTable::new(
             &config.routes,
         )?)),
+        connections: Arc::new(admission::ConnectionCounts::new(
+            &config.listeners,
+            admission::ConnectionLimits {
+                per_listener: config.server.max_connections,
+                per_client: config.server.max_connections_per_client,
+            },
+        )),
     })
 }
 
@@ -135,11 +146,13 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let ids = Arc::new(decision_id::DecisionIds::new());
     let gateway = gateway::Gateway::new(
         parts.routes.clone(),
         parts.authorizer.clone(),
         parts.metrics.clone(),
         Arc::new(decision_log),
+        ids.clone(),
         config.server.max_header_bytes,
         config.server.max_requests_per_connection,
     );
@@ -147,9 +160,12 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     http.handle_init_modules();
     let mut proxy = Service::new(
         "agentgate".to_string(),
-        deadline::WithHeaderDeadline {
+        admission::Admission {
             inner: Arc::new(http),
-            deadline: config.server.header_read_timeout,
+            header_deadline: config.server.header_read_timeout,
+            counts: parts.connections.clone(),
+            metrics: parts.metrics.clone(),
+            ids,
         },
     );
     for l in &config.listeners {
@@ -161,6 +177,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             authorizer: parts.authorizer.clone(),
             metrics: parts.metrics.clone(),
             reloader: reloader.clone(),
+            connections: parts.connections.clone(),
         },
     );
     admin.add_tcp(&config.admin.to_string());

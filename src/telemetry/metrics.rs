@@ -35,6 +35,8 @@ pub struct Metrics {
     pub shadow_mismatches: IntCounterVec,
     policy_engine_events: IntCounterVec,
     policy_engine_compiled: IntGaugeVec,
+    connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
 }
 
 /// Raises a counter to a total kept elsewhere (atomics on the request path), so counters
@@ -158,6 +160,20 @@ impl Metrics {
                 ),
                 &["role"],
             )?,
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_connections_open",
+                    "Open client connections per listener.",
+                ),
+                &["listener"],
+            )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_connections_refused_total",
+                    "Connections refused at a connection cap, by listener and cap (listener, client).",
+                ),
+                &["listener", "limit"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -185,6 +201,9 @@ impl Metrics {
             .register(Box::new(m.policy_engine_events.clone()))?;
         m.registry
             .register(Box::new(m.policy_engine_compiled.clone()))?;
+        m.registry.register(Box::new(m.connections_open.clone()))?;
+        m.registry
+            .register(Box::new(m.connections_refused.clone()))?;
         Ok(m)
     }
 
@@ -231,6 +250,15 @@ impl Metrics {
                     .with_label_values(&[role])
                     .set(i64::from(state == EngineState::Compiled));
             }
+        }
+    }
+
+    /// Sets the open-connection gauges from `(listener, open)` pairs.
+    pub fn observe_connections<'a>(&self, open: impl Iterator<Item = (&'a str, usize)>) {
+        for (listener, n) in open {
+            self.connections_open
+                .with_label_values(&[listener])
+                .set(n as i64);
         }
     }
 

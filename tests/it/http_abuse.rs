@@ -205,3 +205,181 @@ fn slowloris_clients_are_cut_off_and_legitimate_clients_keep_working() {
         "legitimate success rate {ok}/{total}"
     );
 }
+
+/// Opens a connection, sends `prefix`, then trickles `trickle` one byte every 200 ms; returns
+/// how long the gateway kept the connection open (at most `give_up`).
+fn held_open(addr: &str, prefix: &[u8], trickle: &[u8], give_up: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    s.write_all(prefix).unwrap();
+    for b in trickle.iter().cycle() {
+        if started.elapsed() > give_up {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(_) => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    started.elapsed()
+}
+
+/// Empty lines before the request line are skipped by the HTTP parser, so they must not read
+/// as the end of a header block: the deadline stays armed whatever precedes the request line,
+/// and for bare-LF line endings too.
+#[test]
+fn leading_empty_lines_do_not_disarm_the_header_deadline() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "header_read_timeout = \"1s\"".into(),
+            ..Default::default()
+        },
+    );
+    let addr = gw.base.trim_start_matches("http://");
+    let give_up = Duration::from_secs(8);
+    let cases: [(&str, Vec<u8>, &[u8]); 4] = [
+        ("CRLF CRLF first", b"\r\n\r\n".to_vec(), b"GET /orders/1 HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("a thousand CRLFs first", b"\r\n".repeat(1000), b"GET /orders/1 HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("bare LFs first", b"\n\n\n\n".to_vec(), b"GET /orders/1 HTTP/1.1\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("trickled CRLFs", Vec::new(), b"\r\n"),
+    ];
+    for (what, prefix, trickle) in cases {
+        let held = held_open(addr, &prefix, trickle, give_up);
+        assert!(
+            held < Duration::from_secs(4),
+            "{what}: the connection stayed open {held:?} with a 1 s header deadline"
+        );
+    }
+    // A request that completes its header in time is still served after leading empty lines.
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let (head, _) = raw(
+        &gw,
+        &format!("\r\n\r\nGET /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status(&head), 200, "{head}");
+}
+
+/// Reads the whole answer on a connection the gateway closes.
+fn read_all(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// The value of `name{labels}` in a Prometheus exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn connections_over_the_per_client_and_per_listener_caps_are_refused_clearly() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "max_connections_per_client = 3\nmax_connections = 5".into(),
+            ..Default::default()
+        },
+    );
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let listener = addr.clone();
+    // Three idle connections from 127.0.0.1 fill its share.
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // Connections are admitted asynchronously: wait until the gateway counts all three.
+    let open = format!("agentgate_connections_open{{listener=\"{listener}\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&gw.metrics(), &open) < 3.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "open connections never reached 3"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut fourth = TcpStream::connect(&addr).unwrap();
+    let answer = read_all(&mut fourth);
+    assert_eq!(status(&answer), 503, "{answer}");
+    assert!(
+        answer.contains("\"reason\":\"too_many_connections\""),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    let refused_client =
+        format!("agentgate_connections_refused_total{{limit=\"client\",listener=\"{listener}\"}}");
+    assert_eq!(metric(&gw.metrics(), &refused_client), 1.0);
+
+    // Another client address (127.0.0.2 is loopback too) still gets in, up to the listener cap.
+    let from = |ip: &str| connect_from(ip, &addr);
+    let other: Vec<TcpStream> = (0..2).map(|_| from("127.0.0.2")).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&gw.metrics(), &open) < 5.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "open connections never reached 5"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut sixth = from("127.0.0.3");
+    let answer = read_all(&mut sixth);
+    assert_eq!(status(&answer), 503, "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+    let refused_listener = format!(
+        "agentgate_connections_refused_total{{limit=\"listener\",listener=\"{listener}\"}}"
+    );
+    assert_eq!(metric(&gw.metrics(), &refused_listener), 1.0);
+
+    // Closing connections frees the caps: a real request goes through again.
+    drop(held);
+    drop(other);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&gw.metrics(), &open) > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+}
+
+/// A TCP connection to `addr` from the loopback address `ip`.
+fn connect_from(ip: &str, addr: &str) -> TcpStream {
+    let local: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    let socket = match local {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
+    };
+    socket.bind(local).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(socket.connect(addr.parse().unwrap())).unwrap();
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
