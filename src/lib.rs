@@ -20,4 +20,5 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod target;
 pub mod telemetry;

@@ -4,10 +4,36 @@
 #
 # A rule matches when the method is listed (or "*" is) and some path prefix
 # matches. Prefix p matches when the path is p, starts with p + "/", or, when p
-# ends in "/", starts with p; "/" matches everything. The gateway must hand
-# over a normalised path (no "." or ".." segments, no "//", no encoded "/" or
-# "."): prefix matching on a raw path can be walked out of with "/orders/../x".
+# ends in "/", starts with p; "/" matches everything. Prefix matching on a raw
+# path can be walked out of with "/orders/../x", so the decision refuses any
+# path that is not normalised (normal_path) before matching; the gateway itself
+# only ever hands over normalised paths (README, "How a request is decided").
 package agentgate
+
+# A normalised path: absolute, no "." or ".." segment, no "//", no backslash,
+# no ";" path parameter, and no encoded ".", "/" or "\" (plain or encoded
+# twice). Anything else could be resolved outside the prefix that matched.
+normal_path(path) if {
+	startswith(path, "/")
+	not contains(concat("", [path, "/"]), "/./")
+	not contains(concat("", [path, "/"]), "/../")
+	not contains(path, "//")
+	not contains(path, "\\")
+	not contains(path, ";")
+	not encoded_dot_or_separator(lower(path))
+}
+
+encoded_dot_or_separator(path) if contains(path, "%2e")
+
+encoded_dot_or_separator(path) if contains(path, "%2f")
+
+encoded_dot_or_separator(path) if contains(path, "%5c")
+
+encoded_dot_or_separator(path) if contains(path, "%252e")
+
+encoded_dot_or_separator(path) if contains(path, "%252f")
+
+encoded_dot_or_separator(path) if contains(path, "%255c")
 
 # Steps 8-9 for agents. path is the request path plus "/"; field is "roles"
 # for app-only tokens and "scopes" for delegated ones; revoked lists the

@@ -137,3 +137,20 @@ test_access_route_decision if {
 	data.agentgate.route_decision(get, rules, "/other/", "roles", []) == denied("route_not_allowed")
 	data.agentgate.route_decision(get, [], "/orders/42/", "roles", []) == denied("route_not_allowed")
 }
+
+# Paths that are not normalised never reach rule matching, whatever built the
+# input: the decision is a 400 invalid_path, as the gateway's own answer.
+test_access_paths_that_are_not_normalised_are_refused if {
+	every path in [
+		"/orders/../admin", "/orders/..", "/orders/./42", "/orders//42", "//orders",
+		"/orders/..;/admin", "/orders;x/42", "/orders/%2e%2e/admin", "/orders/%2E%2E",
+		"/orders%2fadmin", "/orders/%5Cadmin", "/orders/%252e%252e/admin",
+		"/orders\\..\\admin", "orders/42", "",
+	] {
+		decide(request(agent_app, "GET", path)) == {"allow": false, "status": 400, "reason": "invalid_path"}
+		decide(request(app, "GET", path)) == {"allow": false, "status": 400, "reason": "invalid_path"}
+	}
+	decide(request(agent_app, "GET", "/orders/42")) == allowed
+	decide(request(agent_app, "GET", "/orders/")) == allowed
+	decide(request(agent_app, "GET", "/orders/50%25off")) == allowed
+}

@@ -16,7 +16,10 @@
 # Data is only looked up by the caller's own ids.
 package agentgate
 
-decision := agent_decision(input) if {
+decision := {"allow": false, "status": 400, "reason": "invalid_path"} if {
+	# The gateway only hands over normalised paths; a policy set must not depend on it.
+	not normal_path(object.get(input, ["request", "path"], ""))
+} else := agent_decision(input) if {
 	input.token.kind in {"agent_app", "agent_obo", "agent_user"}
 } else := non_agent_decision(
 	input,

@@ -116,12 +116,15 @@ test_decision_agent_ignores_non_agent_rules if {
 }
 
 test_decision_defined_for_empty_input_and_data if {
-	data.agentgate.decision == denied("non_agent_denied") with input as {} with data.access as {}
+	# No request path at all is not a normalised path.
+	data.agentgate.decision == {"allow": false, "status": 400, "reason": "invalid_path"} with input as {} with data.access as {}
+	data.agentgate.decision == denied("non_agent_denied") with input as {"request": {"path": "/"}} with data.access as {}
 }
 
 test_decision_defined_for_malformed_agent_input if {
-	data.agentgate.decision == denied("unknown_blueprint") with input as {"token": {"kind": "agent_app"}} with data.access as {}
-	data.agentgate.decision == denied("agent_disabled") with input as {"token": {"kind": "agent_obo"}, "blueprint": {"known": true, "disabled": false}}
+	data.agentgate.decision == denied("unknown_blueprint") with input as {"request": {"path": "/"}, "token": {"kind": "agent_app"}}
+		with data.access as {}
+	data.agentgate.decision == denied("agent_disabled") with input as {"request": {"path": "/"}, "token": {"kind": "agent_obo"}, "blueprint": {"known": true, "disabled": false}}
 		with data.access as {}
 	decide(with_patch(agent_app, {"route": null})) == denied("route_not_allowed")
 	decide(with_patch(agent_app, {"route": {"id": null}})) == denied("route_not_allowed")

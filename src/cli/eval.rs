@@ -6,7 +6,7 @@ use crate::config::{Config, KeySource};
 use crate::identity::{KeyStore, TokenValidator};
 use crate::policy::PolicySnapshot;
 use crate::proxy::respond::Rejection;
-use crate::proxy::routes::{check_path, RouteTable};
+use crate::proxy::routes::RouteTable;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
@@ -50,11 +50,32 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
         "verified": !matches!(req.keys, Keys::NoVerify),
         "request": {"method": req.method, "host": req.host, "path": path, "query": query, "client_ip": req.client_ip},
     });
-    if check_path(path).is_err() {
+    let Ok(uri) = req.path.parse::<http::Uri>() else {
         return Ok(refused(report, 400, "invalid_path"));
+    };
+    let mut request_headers = http::HeaderMap::new();
+    if let Ok(host) = req.host.parse() {
+        request_headers.insert(http::header::HOST, host);
     }
+    let target = match crate::target::read(
+        &uri,
+        req.path.as_bytes(),
+        true,
+        &request_headers,
+        http::Version::HTTP_11,
+        config.server.max_uri_bytes,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            let (status, reason) = e.status_and_reason();
+            return Ok(refused(report, status, reason));
+        }
+    };
+    report["request"]["host"] = json!(target.host);
+    report["request"]["path"] = json!(target.path);
+    let (path, query) = (&*target.path, target.query);
     let routes = RouteTable::new(&config.routes)?;
-    let Some(route) = routes.find(&req.host, path) else {
+    let Some(route) = routes.find(target.host_name(), path) else {
         return Ok(refused(report, 404, "no_route"));
     };
     report["route"] = json!({"id": &*route.id, "path_prefix": route.config.path_prefix});
@@ -93,7 +114,7 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     );
     let line = RequestLine {
         method: &req.method,
-        host: &req.host,
+        host: &target.host,
         path,
         query,
         client_ip: &req.client_ip,

@@ -83,6 +83,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Largest request header block accepted (names plus values); larger gets 431.
     pub max_header_bytes: usize,
+    /// Longest request target accepted (path and query); longer gets 414.
+    pub max_uri_bytes: usize,
     /// Requests served on one keep-alive connection before it is closed.
     pub max_requests_per_connection: u32,
     /// Time a client has to send a request's complete header block (against slowloris).
@@ -260,6 +262,9 @@ impl Config {
         if raw.server.header_read_timeout.is_zero() {
             problems.push("server.header_read_timeout must be greater than zero".into());
         }
+        if raw.server.max_uri_bytes < 256 {
+            problems.push("server.max_uri_bytes must be at least 256".into());
+        }
         if raw.server.max_requests_per_connection == 0 {
             problems.push("server.max_requests_per_connection must be at least 1".into());
         }
@@ -318,6 +323,7 @@ impl Config {
                     pid_file: raw.server.pid_file,
                     upgrade_sock: raw.server.upgrade_sock,
                     max_header_bytes: raw.server.max_header_bytes,
+                    max_uri_bytes: raw.server.max_uri_bytes,
                     max_requests_per_connection: raw.server.max_requests_per_connection,
                     header_read_timeout: raw.server.header_read_timeout,
                     max_connections: raw.server.max_connections,
@@ -502,7 +508,7 @@ fn route(r: raw::RawRoute, i: usize, problems: &mut Vec<String>) -> Option<Route
         hosts: r
             .hosts
             .iter()
-            .map(|h| h.to_ascii_lowercase())
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
             .filter(|h| h != "*")
             .collect(),
         path_prefix: r.path_prefix,

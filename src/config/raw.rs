@@ -87,6 +87,7 @@ pub struct RawServer {
     pub pid_file: String,
     pub upgrade_sock: String,
     pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
     pub max_requests_per_connection: u32,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -103,10 +104,11 @@ impl Default for RawServer {
             pid_file: "/tmp/agentgate.pid".into(),
             upgrade_sock: "/tmp/agentgate_upgrade.sock".into(),
             max_header_bytes: 32 * 1024,
+            max_uri_bytes: 8 * 1024,
             max_requests_per_connection: 1000,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
-            max_connections_per_client: 512,
+            max_connections_per_client: 1024,
         }
     }
 }

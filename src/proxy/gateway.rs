@@ -8,7 +8,7 @@ use super::decision_id::DecisionIds;
 use super::framing::check_request;
 use super::headers::{add_identity_headers, strip_identity_headers};
 use super::respond::{send, Rejection};
-use super::routes::{check_path, Route, RouteTable};
+use super::routes::{Route, RouteTable};
 use crate::authorize::{
     outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
 };
@@ -29,8 +29,25 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub decision_log: Arc<DecisionLog>,
     ids: Arc<DecisionIds>,
-    max_header_bytes: usize,
-    max_requests_per_connection: u32,
+    limits: RequestLimits,
+}
+
+/// Per-request and per-connection limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_requests_per_connection: u32,
+}
+
+impl RequestLimits {
+    pub fn from_config(server: &crate::config::ServerSettings) -> Self {
+        Self {
+            max_header_bytes: server.max_header_bytes,
+            max_uri_bytes: server.max_uri_bytes,
+            max_requests_per_connection: server.max_requests_per_connection,
+        }
+    }
 }
 
 /// Per-request facts carried between phases.
@@ -51,6 +68,9 @@ pub struct RequestCtx {
     shadow: Option<(ShadowOutcome, bool)>,
     /// This request's position on its connection (1 for the first).
     nth_on_connection: u32,
+    /// The origin-form target and host to send upstream instead of the ones received: set
+    /// when the path was normalised or the target came in absolute form.
+    upstream_target: Option<(String, String)>,
 }
 
 /// Carried from one request to the next on a keep-alive connection.
@@ -65,8 +85,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         decision_log: Arc<DecisionLog>,
         ids: Arc<DecisionIds>,
-        max_header_bytes: usize,
-        max_requests_per_connection: u32,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             routes,
@@ -74,8 +93,7 @@ impl Gateway {
             metrics,
             decision_log,
             ids,
-            max_header_bytes,
-            max_requests_per_connection,
+            limits,
         }
     }
 
@@ -169,14 +187,6 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn host_of(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("")
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -194,6 +204,7 @@ impl ProxyHttp for Gateway {
             tries: 0,
             shadow: None,
             nth_on_connection: 1,
+            upstream_target: None,
         }
     }
 
@@ -219,7 +230,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if ctx.nth_on_connection >= self.max_requests_per_connection {
+        if ctx.nth_on_connection >= self.limits.max_requests_per_connection {
             // Closing connections now and then bounds per-connection state (as nginx does).
             session.set_keepalive(None);
         }
@@ -230,7 +241,7 @@ impl ProxyHttp for Gateway {
         if let Err(e) = check_request(
             &session.req_header().headers,
             raw.as_deref(),
-            self.max_header_bytes,
+            self.limits.max_header_bytes,
         ) {
             // The body's extent is in doubt: never read another request from this connection.
             session.set_keepalive(None);
@@ -240,17 +251,35 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         let req = session.req_header();
-        let path = req.uri.path();
-        if check_path(path).is_err() {
-            return self
-                .reject(session, ctx, Rejection::plain(400, "invalid_path"))
-                .await;
-        }
-        let Some(route) = self.routes.load().find(host_of(req), path).cloned() else {
+        let target = match crate::target::read(
+            &req.uri,
+            req.raw_path(),
+            req.raw_path_is_utf8(),
+            &req.headers,
+            req.version,
+            self.limits.max_uri_bytes,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let (status, reason) = e.status_and_reason();
+                return self
+                    .reject(session, ctx, Rejection::plain(status, reason))
+                    .await;
+            }
+        };
+        let Some(route) = self
+            .routes
+            .load()
+            .find(target.host_name(), &target.path)
+            .cloned()
+        else {
             return self
                 .reject(session, ctx, Rejection::plain(404, "no_route"))
                 .await;
         };
+        if target.rewritten {
+            ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -259,9 +288,9 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let line = RequestLine {
             method: req.method.as_str(),
-            host: host_of(req),
-            path,
-            query: req.uri.query().unwrap_or(""),
+            host: &target.host,
+            path: &target.path,
+            query: target.query,
             client_ip: &client_ip,
         };
         let verdict = self
@@ -358,6 +387,15 @@ impl ProxyHttp for Gateway {
         };
         if !route.config.forward_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
+        }
+        if let Some((target, host)) = &ctx.upstream_target {
+            // Exactly the target that was routed and authorised, in origin form.
+            let uri = http::Uri::try_from(target.as_str())
+                .map_err(|e| Error::because(ErrorType::InternalError, "normalised target", e))?;
+            upstream.set_uri(uri);
+            if !host.is_empty() {
+                upstream.insert_header(http::header::HOST, host.as_str())?;
+            }
         }
         add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
         ctx.forwarded_at = Some(Instant::now());

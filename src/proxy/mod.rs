@@ -153,8 +153,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         parts.metrics.clone(),
         Arc::new(decision_log),
         ids.clone(),
-        config.server.max_header_bytes,
-        config.server.max_requests_per_connection,
+        gateway::RequestLimits::from_config(&config.server),
     );
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();

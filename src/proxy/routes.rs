@@ -19,10 +19,6 @@ pub struct RouteTable {
     routes: Vec<Arc<Route>>,
 }
 
-/// Why a request path is refused before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidPath;
-
 impl RouteTable {
     /// Builds the table; fails only if an upstream list cannot form a balancer.
     pub fn new(configs: &[RouteConfig]) -> std::io::Result<Self> {
@@ -53,22 +49,14 @@ impl RouteTable {
         self.routes.iter()
     }
 
-    /// The route for `host` (port stripped, any case) and `path`.
+    /// The route for `host` (a name without port, any case) and the normalised `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let host = strip_port(host);
         self.routes.iter().find(|r| {
             (r.config.hosts.is_empty()
                 || r.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
                 && prefix_matches(&r.config.path_prefix, path)
         })
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 /// `/orders` matches `/orders` and `/orders/...` but not `/ordersx`; a prefix ending in `/`
@@ -78,27 +66,6 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
-}
-
-/// Refuses paths an upstream might resolve differently from the gateway: dot segments,
-/// encoded dots and slashes, and backslashes. Without this `/orders/../admin` would be
-/// authorised as `/orders` and served as `/admin`.
-pub fn check_path(path: &str) -> Result<(), InvalidPath> {
-    if !path.starts_with('/') || path.contains('\\') {
-        return Err(InvalidPath);
-    }
-    let lower_has = |needle: &str| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    if lower_has("%2e") || lower_has("%2f") || lower_has("%5c") || lower_has("%00") {
-        return Err(InvalidPath);
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(InvalidPath);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -112,27 +79,5 @@ mod tests {
         assert!(!prefix_matches("/orders", "/ordersx"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("/api/", "/api/x"));
-    }
-
-    #[test]
-    fn traversal_and_encoded_separators_are_refused() {
-        for bad in [
-            "/orders/../admin",
-            "/orders/./x",
-            "/orders/%2e%2e/admin",
-            "/a%2Fb",
-            "/a\\b",
-            "x",
-        ] {
-            assert_eq!(check_path(bad), Err(InvalidPath), "{bad}");
-        }
-        assert_eq!(check_path("/orders/42"), Ok(()));
-    }
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("api.example:8080"), "api.example");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("api.example"), "api.example");
     }
 }

@@ -13,6 +13,7 @@ mod input_schema;
 mod key_faults;
 mod keys;
 mod operations;
+mod path_confusion;
 mod policy_rules;
 mod proxying;
 mod rego;
