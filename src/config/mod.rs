@@ -165,6 +165,9 @@ pub struct RouteConfig {
     /// Accepted `aud` values, without trailing slash.
     pub audiences: Vec<String>,
     pub forward_authorization: bool,
+    /// Forward method and URL override headers (`X-HTTP-Method-Override`, `X-Original-URL`,
+    /// ...), which are stripped otherwise.
+    pub forward_override_headers: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
 }
@@ -515,6 +518,7 @@ fn route(r: raw::RawRoute, i: usize, problems: &mut Vec<String>) -> Option<Route
         upstreams,
         audiences,
         forward_authorization: r.forward_authorization,
+        forward_override_headers: r.forward_override_headers,
         connect_timeout: r.connect_timeout,
         read_timeout: r.read_timeout,
     })

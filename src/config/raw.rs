@@ -265,6 +265,8 @@ pub struct RawRoute {
     pub audiences: Vec<String>,
     #[serde(default)]
     pub forward_authorization: bool,
+    #[serde(default)]
+    pub forward_override_headers: bool,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "default_read_timeout", with = "humantime_serde")]

@@ -6,7 +6,7 @@
 
 use super::decision_id::DecisionIds;
 use super::framing::check_request;
-use super::headers::{add_identity_headers, strip_identity_headers};
+use super::headers::{add_identity_headers, strip_inbound_headers};
 use super::respond::{send, Rejection};
 use super::routes::{Route, RouteTable};
 use crate::authorize::{
@@ -376,7 +376,6 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        strip_identity_headers(upstream);
         let (Some(route), Some(caller), Some(allowed)) = (&ctx.route, &ctx.caller, &ctx.allowed)
         else {
             // Only allowed requests reach this phase; anything else is a bug, so refuse.
@@ -385,6 +384,7 @@ impl ProxyHttp for Gateway {
                 "unauthorised request reached the upstream phase",
             ));
         };
+        strip_inbound_headers(upstream, route.config.forward_override_headers);
         if !route.config.forward_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
         }

@@ -1,4 +1,10 @@
 //! The trusted identity headers: strip every inbound `x-agentgate-*`, then add ours.
+//!
+//! CGI, WSGI, Rack and several Java servers fold `_` and `-` together (and case), so
+//! `x_agentgate_user_oid` reads upstream as `X-Agentgate-User-Oid`. Inbound names are
+//! therefore compared with `_` read as `-`. Method and URL override headers, which make an
+//! upstream act on another method or path than the one authorised, are stripped too unless
+//! the route opts in.
 
 use crate::authorize::{Allowed, Authenticated};
 use pingora::http::RequestHeader;
@@ -7,16 +13,50 @@ use pingora::Result;
 /// Prefix of every header the gateway vouches for.
 pub const PREFIX: &str = "x-agentgate-";
 
-/// Removes every header whose name starts with `x-agentgate-` (any case; header names are
-/// stored lower-case), so a client can never pose as the gateway.
-pub fn strip_identity_headers(req: &mut RequestHeader) {
-    let spoofed: Vec<http::HeaderName> = req
+/// Headers that make common frameworks act on another method or URL than the request's.
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+];
+
+/// `name` as servers that fold `_` into `-` read it (header names are stored lower-case).
+fn folds_to(name: &str, target: &str) -> bool {
+    name.len() >= target.len()
+        && name
+            .bytes()
+            .zip(target.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// True when an upstream could read `name` as one of the gateway's identity headers.
+pub fn is_identity_header(name: &str) -> bool {
+    folds_to(name, PREFIX)
+}
+
+/// True when an upstream could read `name` as a method or URL override.
+pub fn is_override_header(name: &str) -> bool {
+    OVERRIDE_HEADERS
+        .iter()
+        .any(|h| name.len() == h.len() && folds_to(name, h))
+}
+
+/// Removes every header an upstream could read as `x-agentgate-*` (any case, `_` for `-`),
+/// so a client can never pose as the gateway, and, unless `keep_overrides`, every method or
+/// URL override header.
+pub fn strip_inbound_headers(req: &mut RequestHeader, keep_overrides: bool) {
+    let unwanted: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| n.as_str().starts_with(PREFIX))
+        .filter(|n| {
+            is_identity_header(n.as_str()) || (!keep_overrides && is_override_header(n.as_str()))
+        })
         .cloned()
         .collect();
-    for name in spoofed {
+    for name in unwanted {
         req.remove_header(&name);
     }
 }
@@ -46,4 +86,42 @@ pub fn add_identity_headers(
         req.insert_header(n.clone(), v.clone())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_an_upstream_would_fold_into_ours_are_recognised() {
+        for n in [
+            "x-agentgate-user-oid",
+            "x_agentgate_user_oid",
+            "x-agentgate_agent-id",
+            "x_agentgate-",
+            "x-agentgate-",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-agentgatex",
+            "x-agent-gate-id",
+            "agentgate-user",
+            "x-agentgat",
+        ] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-http-method-override",
+            "x_http_method_override",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-http-method",
+        ] {
+            assert!(is_override_header(n), "{n}");
+        }
+        for n in ["x-http-method-overrides", "x-original", "x-url"] {
+            assert!(!is_override_header(n), "{n}");
+        }
+    }
 }

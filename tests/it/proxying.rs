@@ -19,6 +19,15 @@ fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
             ("X-AgentGate-Blueprint-Id", "forged"),
             ("x-agentgate-user-oid", "forged"),
             ("x-agentgate-anything", "forged"),
+            // Servers that fold `_` into `-` read these as the trusted headers.
+            ("x_agentgate_user_oid", "forged"),
+            ("X_AgentGate-Tenant", "forged"),
+            ("x-agentgate_caller_kind", "forged"),
+            // Method and URL overrides would make the upstream act on something else.
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("x_http_method_override", "DELETE"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
         ],
     );
     reply.assert_allowed();
@@ -36,8 +45,22 @@ fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
         "app-only calls act for no user"
     );
     assert_eq!(reply.upstream_header("x-agentgate-anything"), None);
+    assert_eq!(reply.upstream_header("x_agentgate_user_oid"), None);
+    assert_eq!(reply.upstream_header("x-agentgate-tenant"), Some(TENANT_A));
+    assert_eq!(
+        reply.upstream_header("x-agentgate-caller-kind"),
+        Some("agent_app")
+    );
     let echoed = reply.body["headers"].to_string();
     assert!(!echoed.contains("forged"), "{echoed}");
+    for h in [
+        "x-http-method-override",
+        "x_http_method_override",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert_eq!(reply.upstream_header(h), None, "{h} reached the upstream");
+    }
     // The decision id the client sees is the one the upstream got.
     assert_eq!(
         reply
@@ -46,6 +69,45 @@ fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
             .and_then(|v| v.to_str().ok()),
         reply.upstream_header("x-agentgate-decision-id")
     );
+}
+
+#[test]
+fn override_headers_reach_the_upstream_only_on_routes_that_opt_in() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            route_extra: "forward_override_headers = true".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let reply = gw.call_with(
+        "GET",
+        "/orders/1",
+        Some(&token),
+        &[
+            ("X-HTTP-Method-Override", "HEAD"),
+            ("x_agentgate_user_oid", "forged"),
+        ],
+    );
+    reply.assert_allowed();
+    assert_eq!(
+        reply.upstream_header("x-http-method-override"),
+        Some("HEAD")
+    );
+    // Identity headers are stripped whatever the route says.
+    assert_eq!(reply.upstream_header("x_agentgate_user_oid"), None);
+    // The other route of the same gateway does not opt in.
+    let reply = gw.call_with(
+        "GET",
+        "/crm/1",
+        Some(&token),
+        &[("X-HTTP-Method-Override", "HEAD")],
+    );
+    reply.assert_allowed();
+    assert_eq!(reply.upstream_header("x-http-method-override"), None);
 }
 
 #[test]
