@@ -150,7 +150,7 @@ fn benches(c: &mut Criterion) {
     let s = setup();
     let validator = TokenValidator::new(s.keys.clone(), &s.config.identity);
     let token = agent_token(&s, 1);
-    let snapshot = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, false).unwrap());
+    let snapshot = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, None).unwrap());
     let route = RouteAccess {
         audiences: s.config.routes[0].audiences.clone(),
         input: RouteInput::new("orders", "/orders"),
@@ -203,13 +203,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| snapshot.decide(input.clone()).unwrap())
     });
     // The gateway's default: the compiled engine, once it agrees with the interpreter.
-    let compiled = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, false).unwrap());
+    let compiled = Arc::new(PolicySnapshot::load(&s.config.policy.dir, BUDGET, None).unwrap());
     assert_eq!(compiled.compile_now(), EngineState::Compiled);
     c.bench_function("policy/evaluate_shipped_compiled", |b| {
         b.iter(|| compiled.decide(input.clone()).unwrap())
     });
     let scaled_dir = scaled_policy_dir(&s.config.policy.dir, 10);
-    let scaled = PolicySnapshot::load(scaled_dir.path(), BUDGET, false).unwrap();
+    let scaled = PolicySnapshot::load(scaled_dir.path(), BUDGET, None).unwrap();
     assert_eq!(scaled.compile_now(), EngineState::Compiled);
     assert_eq!(scaled.decide(input.clone()), compiled.decide(input.clone()));
     c.bench_function("policy/evaluate_compiled_10x_data", |b| {

@@ -9,7 +9,7 @@
 
 use crate::authorize::{Authorizer, ShadowPolicy};
 use crate::config::{Config, ConfigError};
-use crate::policy::{PolicyLoadError, PolicySnapshot};
+use crate::policy::{PolicyLoadError, PolicySnapshot, TestLimits};
 use crate::proxy::routes::RouteTable;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
@@ -31,6 +31,71 @@ pub enum ReloadError {
     },
     #[error("routes: {0}")]
     Routes(std::io::Error),
+    /// Occurs when building the candidate takes longer than `reload.timeout`; whatever was
+    /// still running is abandoned, never swapped in.
+    #[error("the reload did not finish in time: still building the candidate after {after:.1?} (reload.timeout)")]
+    TimedOut { after: std::time::Duration },
+}
+
+/// A complete, valid candidate: what a reload swaps in.
+struct Candidate {
+    config: Config,
+    policy: PolicySnapshot,
+    routes: RouteTable,
+}
+
+/// Reads and checks everything a reload needs, with the set's Rego tests run before
+/// `deadline` (each within `policy.test_timeout`).
+fn build_candidate(
+    config_path: &std::path::Path,
+    deadline: std::time::Instant,
+) -> Result<Candidate, ReloadError> {
+    let config = Config::load(config_path)?;
+    let limits = TestLimits {
+        per_test: config.policy.test_timeout,
+        deadline: Some(deadline),
+    };
+    let policy = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, Some(limits))
+        .map_err(|source| ReloadError::Policy {
+            dir: config.policy.dir.display().to_string(),
+            source,
+        })?;
+    let routes = RouteTable::new(&config.routes).map_err(ReloadError::Routes)?;
+    Ok(Candidate {
+        config,
+        policy,
+        routes,
+    })
+}
+
+/// [`build_candidate`] on a thread of its own, waited for until `deadline`: a policy that
+/// never finishes (a builtin the evaluation timer cannot interrupt) fails the reload instead
+/// of holding the reload lock forever.
+fn build_candidate_within(
+    config_path: &std::path::Path,
+    started: std::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<Candidate, ReloadError> {
+    let deadline = started + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = config_path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("reload-candidate".into())
+        .spawn(move || {
+            let _ = tx.send(build_candidate(&path, deadline));
+        });
+    if spawned.is_err() {
+        return build_candidate(config_path, deadline);
+    }
+    match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        Ok(candidate) => candidate,
+        Err(_) => {
+            tracing::warn!("a reload candidate is still being built past reload.timeout; it is abandoned and will never be used");
+            Err(ReloadError::TimedOut {
+                after: started.elapsed(),
+            })
+        }
+    }
 }
 
 /// What the last reloads did, for `/readyz` and the admin endpoint.
@@ -66,7 +131,7 @@ fn unix_now() -> u64 {
 pub fn load_shadow(config: &Config) -> Option<Result<ShadowPolicy, ReloadError>> {
     let shadow = config.shadow.as_ref()?;
     Some(
-        PolicySnapshot::load_to_serve(&shadow.dir, &config.policy)
+        PolicySnapshot::load_to_serve(&shadow.dir, &config.policy, None)
             .map(|s| ShadowPolicy {
                 snapshot: Arc::new(s),
                 blueprints: shadow.blueprints.clone(),
@@ -130,7 +195,7 @@ impl Reloader {
         let mut status = (*self.status.load_full()).clone();
         status.last_attempt_unix = unix_now();
         status.last_trigger = trigger.to_string();
-        let result = self.apply(&mut running, &mut status);
+        let result = self.apply(&mut running, &mut status, started);
         match &result {
             Ok(revision) => {
                 status.last_error = None;
@@ -151,14 +216,13 @@ impl Reloader {
         &self,
         running: &mut Config,
         status: &mut ReloadStatus,
+        started: std::time::Instant,
     ) -> Result<String, ReloadError> {
-        let candidate = Config::load(&self.config_path)?;
-        let policy = PolicySnapshot::load(&candidate.policy.dir, candidate.policy.timeout, true)
-            .map_err(|source| ReloadError::Policy {
-                dir: candidate.policy.dir.display().to_string(),
-                source,
-            })?;
-        let routes = RouteTable::new(&candidate.routes).map_err(ReloadError::Routes)?;
+        let Candidate {
+            config: candidate,
+            policy,
+            routes,
+        } = build_candidate_within(&self.config_path, started, running.reload.timeout)?;
 
         // The candidate is complete and valid: swap it in.
         for (what, changed) in [

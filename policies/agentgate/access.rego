@@ -14,6 +14,7 @@ package agentgate
 # no ";" path parameter, and no encoded ".", "/" or "\" (plain or encoded
 # twice). Anything else could be resolved outside the prefix that matched.
 normal_path(path) if {
+	is_string(path)
 	startswith(path, "/")
 	not contains(concat("", [path, "/"]), "/./")
 	not contains(concat("", [path, "/"]), "/../")

@@ -153,4 +153,6 @@ test_access_paths_that_are_not_normalised_are_refused if {
 	decide(request(agent_app, "GET", "/orders/42")) == allowed
 	decide(request(agent_app, "GET", "/orders/")) == allowed
 	decide(request(agent_app, "GET", "/orders/50%25off")) == allowed
+	# Not a string at all: the same answer, never an evaluation error.
+	decide(request(agent_app, "GET", 3)) == {"allow": false, "status": 400, "reason": "invalid_path"}
 }

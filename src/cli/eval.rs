@@ -93,7 +93,7 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     if !matches!(req.keys, Keys::NoVerify) {
         runtime.block_on(keys.refresh_due());
     }
-    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, false)
+    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, None)
         .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
     let snapshot = Arc::new(snapshot);
     let mut cache = config.token_cache.clone();

@@ -6,7 +6,7 @@ mod token;
 
 use crate::config::Config;
 use crate::dev::demo;
-use crate::policy::PolicySnapshot;
+use crate::policy::{PolicySnapshot, TestLimits};
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::io::Write;
@@ -206,12 +206,22 @@ pub fn run(cli: Cli) -> Result<bool> {
         Some(Command::Check(args)) => check(&args).map(|()| true),
         Some(Command::Eval(args)) => eval_cmd(*args).map(|()| true),
         Some(Command::Test(args)) => {
-            let dir = match args.dir {
-                Some(d) => d,
-                None => Config::load(&args.config.config)
-                    .map_or(PathBuf::from("policies"), |c| c.policy.dir),
-            };
-            test_cmd::run(&dir, args.run.as_deref(), args.coverage, args.verbose)
+            let config = Config::load(&args.config.config).ok();
+            let dir = args.dir.unwrap_or_else(|| {
+                config
+                    .as_ref()
+                    .map_or(PathBuf::from("policies"), |c| c.policy.dir.clone())
+            });
+            let per_test = config
+                .as_ref()
+                .map_or(TestLimits::PER_TEST, |c| c.policy.test_timeout);
+            test_cmd::run(
+                &dir,
+                args.run.as_deref(),
+                args.coverage,
+                args.verbose,
+                per_test,
+            )
         }
         Some(Command::Token(TokenCommand::Decode { token, jwks })) => {
             token::decode(&token, jwks.as_deref()).map(|()| true)
@@ -276,8 +286,12 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 fn check(args: &ConfigArg) -> Result<()> {
     let config = load(args)?;
-    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, true)
-        .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
+    let snapshot = PolicySnapshot::load(
+        &config.policy.dir,
+        config.policy.timeout,
+        Some(TestLimits::per_test(config.policy.test_timeout)),
+    )
+    .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
     if let Some(shadow) = crate::reload::load_shadow(&config) {
         shadow.context("shadow policy set")?;
     }

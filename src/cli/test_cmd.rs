@@ -1,12 +1,19 @@
 //! `agentgate test`: run the Rego unit tests of a policy directory, with coverage.
 
-use crate::policy::testing::{run_tests_with, TestOptions, TestReport};
+use crate::policy::testing::{run_tests_with, TestLimits, TestOptions, TestReport};
 use crate::policy::PolicyFiles;
 use anyhow::{Context, Result};
 use std::path::Path;
+use std::time::Duration;
 
-/// Runs the tests; returns true when all passed.
-pub fn run(dir: &Path, filter: Option<&str>, coverage: bool, verbose: bool) -> Result<bool> {
+/// Runs the tests, each within `per_test`; returns true when all passed.
+pub fn run(
+    dir: &Path,
+    filter: Option<&str>,
+    coverage: bool,
+    verbose: bool,
+    per_test: Duration,
+) -> Result<bool> {
     let files = PolicyFiles::read(dir)?;
     let options = TestOptions {
         filter: filter
@@ -14,6 +21,7 @@ pub fn run(dir: &Path, filter: Option<&str>, coverage: bool, verbose: bool) -> R
             .transpose()
             .context("--run is not a valid regular expression")?,
         coverage,
+        limits: TestLimits::per_test(per_test),
     };
     let report = run_tests_with(&files, &options)
         .with_context(|| format!("policy set in {}", dir.display()))?;

@@ -48,6 +48,9 @@ pub struct ReloadConfig {
     pub watch: bool,
     /// Quiet time after the last change before reloading.
     pub debounce: Duration,
+    /// The longest a reload may take (reading, compiling, every Rego test); past it the
+    /// reload fails and the previous set keeps serving.
+    pub timeout: Duration,
 }
 
 /// Where decision logs go.
@@ -149,6 +152,8 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
     /// Wall-clock budget of one evaluation.
     pub timeout: Duration,
+    /// Wall-clock budget of one Rego unit test when a set is loaded or tested.
+    pub test_timeout: Duration,
     /// Request headers copied into `input.request.headers`.
     pub input_headers: Vec<HeaderName>,
     pub engine: PolicyEngine,
@@ -200,7 +205,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: toml_message(text, &e),
         })?;
         Self::from_raw(raw, path)
     }
@@ -231,6 +236,7 @@ impl Config {
         let policy = PolicyConfig {
             dir: base.join(&raw.policy.dir),
             timeout: raw.policy.timeout,
+            test_timeout: raw.policy.test_timeout,
             input_headers: raw
                 .policy
                 .input_headers
@@ -241,6 +247,12 @@ impl Config {
         };
         if raw.policy.timeout.is_zero() {
             problems.push("policy.timeout must be greater than zero".into());
+        }
+        if raw.policy.test_timeout.is_zero() {
+            problems.push("policy.test_timeout must be greater than zero".into());
+        }
+        if raw.reload.timeout.is_zero() {
+            problems.push("reload.timeout must be greater than zero".into());
         }
         if raw.token_cache.max_ttl > Duration::from_secs(60) {
             problems.push("token_cache.max_ttl must be at most 60s".into());
@@ -345,6 +357,7 @@ impl Config {
                 reload: ReloadConfig {
                     watch: raw.reload.watch,
                     debounce: raw.reload.debounce,
+                    timeout: raw.reload.timeout,
                 },
                 log,
                 shadow,
@@ -355,6 +368,31 @@ impl Config {
                 problems,
             }),
         }
+    }
+}
+
+/// A TOML error as `line L, column C: message`, without the excerpt of the file the parser
+/// quotes (the file may hold values nobody should find in a log).
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            // The key on that line (never its value), to say which setting is wrong.
+            let key = text[line_start..]
+                .lines()
+                .next()
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('#'));
+            match key {
+                Some(key) => format!("line {line}, column {column} ({key}): {}", e.message()),
+                None => format!("line {line}, column {column}: {}", e.message()),
+            }
+        }
+        None => e.message().to_string(),
     }
 }
 

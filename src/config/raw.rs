@@ -38,6 +38,8 @@ pub struct RawReload {
     pub watch: bool,
     #[serde(with = "humantime_serde")]
     pub debounce: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for RawReload {
@@ -45,6 +47,7 @@ impl Default for RawReload {
         Self {
             watch: true,
             debounce: Duration::from_millis(200),
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -226,6 +229,8 @@ pub struct RawPolicy {
     pub dir: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub test_timeout: Duration,
     pub input_headers: Vec<String>,
     pub engine: PolicyEngine,
 }
@@ -247,6 +252,7 @@ impl Default for RawPolicy {
             // Wall-clock time: a preempted evaluation on a busy host must not read as a
             // runaway policy. The shipped set takes tens of microseconds.
             timeout: Duration::from_millis(25),
+            test_timeout: Duration::from_secs(5),
             input_headers: vec!["user-agent".into(), "x-request-id".into()],
             engine: PolicyEngine::Auto,
         }

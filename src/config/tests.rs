@@ -75,6 +75,13 @@ fn syntax_errors_carry_the_location() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("threadz"), "{err}");
+    // The location, never the file's text.
+    let err = Config::parse("[server]\nthreads = \"s3cr3t\n", Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("a.toml: line 2, column "), "{err}");
+    assert!(err.contains("(threads)"), "{err}");
+    assert!(!err.contains("s3cr3t") && !err.contains('|'), "{err}");
 }
 
 #[test]

@@ -9,22 +9,32 @@
 //! that request gets the interpreter's answer. So a construct the compiler gets wrong costs
 //! speed, never a wrong decision that goes unnoticed.
 
+use super::capture::test_inputs;
 use super::corpus::sample_inputs;
+use super::errors::{vm_failure, EvalFailure};
+use super::files::SourceFile;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
 use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Rc, Value};
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Inputs both engines decide before the compiled one serves.
-pub const VERIFY_CASES: usize = 2000;
+/// Inputs generated from the schema alone that both engines decide before the compiled one
+/// serves, besides the set's test inputs and their mutations ([`super::corpus`]).
+pub const GENERATED_CASES: usize = 2000;
 
 /// Per thread, one evaluation in this many is decided by both engines.
 pub const CROSS_CHECK_EVERY: u32 = 1024;
+
+/// After promotion, every allowed decision among this many evaluations is cross-checked.
+pub const EARLY_CROSS_CHECKS: u32 = 10_000;
+
+/// How long one of the set's tests may run while its inputs are captured.
+const CAPTURE_PER_TEST: Duration = Duration::from_secs(5);
 
 /// Compiled engines a thread keeps (enforced, shadow, and room for a reload in flight).
 const VMS_PER_THREAD: usize = 4;
@@ -79,15 +89,13 @@ pub struct CompiledSlot {
     state: AtomicU8,
     program: OnceLock<Arc<Program>>,
     data: Value,
-    timeout: Duration,
+    timer: ExecutionTimerConfig,
     /// The set's revision, for logs.
     revision: String,
-}
-
-/// Why the compiled engine gave no value.
-pub enum VmFailure {
-    Timeout,
-    Error(String),
+    /// The set's test modules, whose inputs seed the check.
+    tests: Vec<SourceFile>,
+    /// Evaluations left during which every allowed decision is cross-checked.
+    early_checks: AtomicU32,
 }
 
 thread_local! {
@@ -97,8 +105,8 @@ thread_local! {
     static UNTIL_CROSS_CHECK: Cell<u32> = const { Cell::new(CROSS_CHECK_EVERY) };
 }
 
-/// True when this evaluation should be decided by both engines.
-pub fn cross_check_due() -> bool {
+/// True when this thread's periodic cross-check is due.
+fn periodic_cross_check_due() -> bool {
     UNTIL_CROSS_CHECK.with(|left| {
         let n = left.get().saturating_sub(1);
         if n == 0 {
@@ -113,15 +121,36 @@ pub fn cross_check_due() -> bool {
 }
 
 impl CompiledSlot {
-    /// An empty slot for a set with data document `data`; the interpreter serves.
-    pub fn new(data: Value, timeout: Duration, revision: &str) -> Self {
+    /// An empty slot for a set with data document `data` and test modules `tests`, each
+    /// evaluation bounded by `timer`; the interpreter serves.
+    pub fn new(
+        data: Value,
+        timer: ExecutionTimerConfig,
+        revision: &str,
+        tests: Vec<SourceFile>,
+    ) -> Self {
         Self {
             state: AtomicU8::new(INTERPRETER),
             program: OnceLock::new(),
             data,
-            timeout,
+            timer,
             revision: revision.to_string(),
+            tests,
+            early_checks: AtomicU32::new(EARLY_CROSS_CHECKS),
         }
+    }
+
+    /// True when the compiled engine's `value` must be decided by the interpreter too:
+    /// every allow among the first [`EARLY_CROSS_CHECKS`] evaluations after promotion, then
+    /// one evaluation in [`CROSS_CHECK_EVERY`] per thread.
+    pub fn cross_check_due(&self, value: &Value) -> bool {
+        let early = self.early_checks.load(Ordering::Relaxed) > 0
+            && self.early_checks.fetch_sub(1, Ordering::Relaxed) > 0;
+        if early && value["allow"] == Value::Bool(true) {
+            CROSS_CHECKS.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        periodic_cross_check_due()
     }
 
     pub fn state(&self) -> EngineState {
@@ -190,6 +219,12 @@ impl CompiledSlot {
         entrypoint: &str,
         seed: u64,
     ) -> Result<(Arc<Program>, usize), String> {
+        let rules: Vec<String> = self
+            .tests
+            .iter()
+            .flat_map(|t| t.test_rule_names())
+            .collect();
+        let seeds = test_inputs(template.clone(), &self.tests, &rules, CAPTURE_PER_TEST);
         let rule: Rc<str> = Rc::from(entrypoint);
         let policy = template
             .compile_with_entrypoint(&rule)
@@ -204,12 +239,12 @@ impl CompiledSlot {
         template.set_execution_timer_config(generous);
         let mut vm = self.new_vm(&program, Some(generous))?;
         let mut cases = 0;
-        for (i, input) in sample_inputs(&self.data, VERIFY_CASES, seed).enumerate() {
+        for (i, input) in sample_inputs(&self.data, &seeds, GENERATED_CASES, seed).enumerate() {
             cases += 1;
             template.set_input(input.clone());
             let expected = template
                 .eval_rule(entrypoint.to_string())
-                .map_err(|e| e.to_string());
+                .map_err(|e| super::errors::located(&e));
             vm.set_input(input);
             let got = vm.execute().map_err(|e| e.to_string());
             match (&expected, &got) {
@@ -246,18 +281,14 @@ impl CompiledSlot {
         generation: u64,
         program: &Arc<Program>,
         input: Value,
-    ) -> Result<Value, VmFailure> {
+    ) -> Result<Value, EvalFailure> {
         VMS.with_borrow_mut(|vms| {
             let index = match vms.iter().position(|(g, _)| *g == generation) {
                 Some(i) => i,
                 None => {
-                    let timer = ExecutionTimerConfig {
-                        limit: self.timeout,
-                        check_interval: super::engine::TIMER_CHECK_INTERVAL,
-                    };
                     let vm = self
-                        .new_vm(program, Some(timer))
-                        .map_err(VmFailure::Error)?;
+                        .new_vm(program, Some(self.timer))
+                        .map_err(|_| EvalFailure::Error)?;
                     vms.truncate(VMS_PER_THREAD - 1);
                     vms.insert(0, (generation, vm));
                     0
@@ -269,12 +300,7 @@ impl CompiledSlot {
             result.map_err(|e| {
                 // A VM stopped mid-run is not reused.
                 vms.remove(index);
-                let message = e.to_string();
-                if message.contains("time limit") {
-                    VmFailure::Timeout
-                } else {
-                    VmFailure::Error(message)
-                }
+                vm_failure(&e)
             })
         })
     }
@@ -296,7 +322,7 @@ mod tests {
 
     fn shipped() -> PolicySnapshot {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        PolicySnapshot::load(&dir, Duration::from_secs(1), false).unwrap()
+        PolicySnapshot::load(&dir, Duration::from_secs(1), None).unwrap()
     }
 
     fn set_of(rego: &str) -> PolicySnapshot {
@@ -309,7 +335,7 @@ mod tests {
             modules: vec![module],
             ..PolicyFiles::default()
         };
-        PolicySnapshot::from_files(&files, Duration::from_secs(1), false).unwrap()
+        PolicySnapshot::from_files(&files, Duration::from_secs(1), None).unwrap()
     }
 
     fn input(json: serde_json::Value) -> Value {
@@ -333,7 +359,7 @@ mod tests {
             "access": doc("access.json"),
         }));
         for seed in [11, 12, 13] {
-            for (i, input) in sample_inputs(&data, 3000, seed).enumerate() {
+            for (i, input) in sample_inputs(&data, &[], 3000, seed).enumerate() {
                 assert_eq!(
                     compiled.decide(input.clone()),
                     interpreted.decide(input),
@@ -397,11 +423,80 @@ mod tests {
     fn one_evaluation_in_every_cross_check_period_is_checked() {
         let due = std::thread::spawn(|| {
             (0..3 * CROSS_CHECK_EVERY)
-                .filter(|_| cross_check_due())
+                .filter(|_| periodic_cross_check_due())
                 .count()
         })
         .join()
         .unwrap();
         assert_eq!(due, 3);
+    }
+
+    #[test]
+    fn every_allow_is_cross_checked_for_the_first_evaluations_after_promotion() {
+        let slot = CompiledSlot::new(
+            Value::new_object(),
+            ExecutionTimerConfig {
+                limit: Duration::from_secs(1),
+                check_interval: std::num::NonZeroU32::MIN,
+            },
+            "r",
+            Vec::new(),
+        );
+        let allow = input(serde_json::json!({"allow": true, "reason": "allowed"}));
+        let deny = input(serde_json::json!({"allow": false, "reason": "no"}));
+        let (early_allows, early_denies, later_allows) = std::thread::spawn(move || {
+            let half = EARLY_CROSS_CHECKS / 2;
+            let early_allows = (0..half).filter(|_| slot.cross_check_due(&allow)).count();
+            let early_denies = (0..half).filter(|_| slot.cross_check_due(&deny)).count();
+            let later = (0..4 * CROSS_CHECK_EVERY)
+                .filter(|_| slot.cross_check_due(&allow))
+                .count();
+            (early_allows, early_denies, later)
+        })
+        .join()
+        .unwrap();
+        // Every early allow; early denies only at the periodic rate; then the periodic rate.
+        assert_eq!(early_allows, (EARLY_CROSS_CHECKS / 2) as usize);
+        assert!(early_denies <= (EARLY_CROSS_CHECKS / 2 / CROSS_CHECK_EVERY + 1) as usize);
+        assert!((3..=5).contains(&later_allows), "{later_allows}");
+    }
+
+    #[test]
+    fn a_slip_only_the_sets_own_tests_reach_keeps_the_set_interpreted() {
+        // The compiler's known slip, behind a header value no data mentions: only the set's
+        // own test, which sends it, leads the check there.
+        let module = SourceFile {
+            name: "t.rego".into(),
+            path: "t.rego".into(),
+            text: r#"package agentgate
+decision := special if {
+    input.request.headers["x-request-id"] == "only-in-a-test"
+} else := {"allow": false, "status": 403, "reason": "route_not_allowed"}
+
+special := {"allow": true, "reason": "allowed"} if {
+    some m in ["PUT"]
+    input.request.method == m
+} else := {"allow": false, "status": 403, "reason": "rare_header"}
+"#
+            .into(),
+        };
+        let test = SourceFile {
+            name: "t_test.rego".into(),
+            path: "t_test.rego".into(),
+            text: r#"package agentgate_test
+test_rare_header if {
+    d := data.agentgate.decision with input as {"request": {"method": "GET", "headers": {"x-request-id": "only-in-a-test"}}}
+    d.reason == "rare_header"
+}
+"#
+            .into(),
+        };
+        let files = PolicyFiles {
+            modules: vec![module],
+            tests: vec![test],
+            ..PolicyFiles::default()
+        };
+        let set = PolicySnapshot::from_files(&files, Duration::from_secs(1), None).unwrap();
+        assert_eq!(set.compile_now(), EngineState::Refused);
     }
 }

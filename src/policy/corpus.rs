@@ -1,48 +1,49 @@
-//! Sample policy inputs for checking that two engines decide alike.
+//! Policy inputs for checking that two engines decide alike.
 //!
-//! The inputs have the shape the gateway builds (docs/policy-input.md) and draw their values
-//! from the policy set's own data: blueprint, agent and agent-user ids from
-//! `data.directory`, route ids from `data.access`, and every method, path prefix and
-//! permission the data mentions, plus values that match nothing. Flags and risk levels take
-//! good, bad and malformed values, so the deny branches are reached as well as the allows.
+//! The corpus is driven by the input schema (`docs/policy-input.schema.json`, compiled in),
+//! the policy set's own data, and the inputs of the set's own Rego tests:
+//! - every input a test of the set evaluates the policy on ([`super::testing::test_inputs`]),
+//!   which reaches the allows and denies the author thought of;
+//! - each of those with one to three fields replaced, every field of the schema in turn,
+//!   which walks the neighbourhood of each case (another method, tenant, issuer, header,
+//!   facet, `idtyp`, a flag flipped or mistyped, a field missing);
+//! - inputs generated from the schema alone, with values drawn from the vocabulary of the
+//!   set's data (every string it holds: ids, route ids, methods, path prefixes,
+//!   permissions, named locations) plus values that match nothing and mistyped ones.
+//!
 //! The sequence is fixed by its seed, so a refusal can be reproduced.
 
 use regorus::Value;
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeSet;
 
-const KINDS: &[&str] = &[
-    "agent_app",
-    "agent_obo",
-    "agent_user",
-    "app",
-    "user",
-    "app_obo_agent_user",
-    "unknown_kind",
-];
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-const CLIENT_IPS: &[&str] = &[
-    "127.0.0.1",
-    "::1",
-    "10.1.2.3",
-    "192.168.7.9",
-    "::ffff:10.0.0.1",
-    "203.0.113.9",
-    "2001:db8::1",
-];
+/// The policy input schema, as published.
+const SCHEMA: &str = include_str!("../../docs/policy-input.schema.json");
+
 /// 2026-01-01T00:00:00Z; sampled times fall in the two weeks after it.
 const EPOCH_SECS: u64 = 1_767_225_600;
 
-/// Values found in the data document, with ones that match nothing added.
-struct Vocabulary {
-    blueprints: Vec<String>,
-    agents: Vec<String>,
-    agent_users: Vec<String>,
-    routes: Vec<String>,
-    paths: Vec<String>,
-    permissions: Vec<String>,
-    clients: Vec<String>,
-}
+/// Mutated copies made of each seed input.
+const MUTATIONS_PER_SEED: usize = 4;
+
+/// Strings that are not in any data document: to reach "matches nothing" branches.
+const STRANGERS: &[&str] = &[
+    "",
+    "unlisted",
+    "00000000-0000-0000-0000-0000000000f0",
+    "/unlisted",
+    "GET",
+    "DELETE",
+    "PURGE",
+    "10.1.2.3",
+    "203.0.113.9",
+    "2001:db8::1",
+    "::ffff:10.0.0.1",
+    "https://sts.windows.net/00000000-0000-0000-0000-0000000000f0/",
+    "api://unlisted",
+    "user",
+    "app",
+];
 
 /// A small deterministic generator (xorshift64*): no dependency, same inputs every run.
 struct Sampler(u64);
@@ -59,238 +60,300 @@ impl Sampler {
         (self.next() % n.max(1) as u64) as usize
     }
 
-    fn pick<'a>(&mut self, items: &'a [String]) -> &'a str {
-        &items[self.below(items.len())]
-    }
-
-    fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
-        items[self.below(items.len())]
-    }
-
     /// True one time in `n`.
     fn one_in(&mut self, n: usize) -> bool {
         self.below(n) == 0
     }
-
-    fn subset(&mut self, items: &[String], max: usize) -> Vec<String> {
-        (0..self.below(max + 1))
-            .map(|_| self.pick(items).to_string())
-            .collect()
-    }
-
-    /// Mostly `good`; otherwise a wrong, missing-like or mistyped value.
-    fn flag(&mut self, good: bool) -> Json {
-        match self.below(8) {
-            0 => Json::Bool(!good),
-            1 => Json::Null,
-            2 => Json::String(good.to_string()),
-            _ => Json::Bool(good),
-        }
-    }
-
-    fn risk(&mut self) -> Json {
-        match self.below(8) {
-            0 => json!("high"),
-            1 => json!("medium"),
-            2 => Json::Null,
-            3 => json!(3),
-            4 => json!("low"),
-            _ => json!("none"),
-        }
-    }
 }
 
-fn keys(doc: &Json, path: &[&str]) -> Vec<String> {
-    let mut at = doc;
-    for p in path {
-        match at.get(p) {
-            Some(v) => at = v,
-            None => return Vec::new(),
-        }
-    }
-    at.as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// Every string under a key named one of `names`, anywhere in `doc`.
-fn strings_under(doc: &Json, names: &[&str], out: &mut BTreeSet<String>) {
-    match doc {
-        Json::Object(o) => {
-            for (k, v) in o {
-                if names.contains(&k.as_str()) {
-                    collect_strings(v, out);
+/// Every string the data document holds, as values or object keys, plus path variants of
+/// the path-like ones and values that match nothing.
+fn vocabulary(data: &Json) -> Vec<String> {
+    fn walk(doc: &Json, out: &mut BTreeSet<String>) {
+        match doc {
+            Json::String(s) => {
+                out.insert(s.clone());
+            }
+            Json::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            Json::Object(o) => {
+                for (k, v) in o {
+                    out.insert(k.clone());
+                    walk(v, out);
                 }
-                strings_under(v, names, out);
             }
+            _ => {}
         }
-        Json::Array(a) => a.iter().for_each(|v| strings_under(v, names, out)),
-        _ => {}
     }
-}
-
-fn collect_strings(doc: &Json, out: &mut BTreeSet<String>) {
-    match doc {
-        Json::String(s) => {
-            out.insert(s.clone());
-        }
-        Json::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
-        _ => {}
+    let mut words = BTreeSet::new();
+    walk(data, &mut words);
+    let paths: Vec<String> = words
+        .iter()
+        .filter(|w| w.starts_with('/'))
+        .cloned()
+        .collect();
+    for p in paths {
+        let bare = p.trim_end_matches('/');
+        words.insert(format!("{bare}/42"));
+        words.insert(format!("{bare}x"));
     }
+    words.extend(STRANGERS.iter().map(|s| s.to_string()));
+    words.into_iter().collect()
 }
 
-fn with_unknown(mut values: Vec<String>, unknown: &str) -> Vec<String> {
-    values.push(unknown.to_string());
-    values
+/// The input schema with its `$ref`s resolvable.
+struct Schema {
+    root: Json,
 }
 
-impl Vocabulary {
-    fn new(data: &Json) -> Self {
-        let mut routes: BTreeSet<String> =
-            keys(data, &["access", "non_agent"]).into_iter().collect();
-        if let Some(bps) = data.pointer("/access/blueprints").and_then(Json::as_object) {
-            for bp in bps.values() {
-                routes.extend(keys(bp, &["routes"]));
-            }
-        }
-        let mut prefixes = BTreeSet::new();
-        strings_under(data, &["path_prefixes"], &mut prefixes);
-        let mut paths: BTreeSet<String> = ["/".to_string(), "/unlisted".to_string()].into();
-        for p in &prefixes {
-            let bare = p.trim_end_matches('/');
-            paths.insert(p.clone());
-            paths.insert(format!("{bare}/42"));
-            paths.insert(format!("{bare}x"));
-        }
-        let mut permissions = BTreeSet::new();
-        strings_under(
-            data,
-            &["roles", "scopes", "permissions", "revoked_permissions"],
-            &mut permissions,
-        );
-        permissions.insert("Unlisted.Permission".into());
-        let mut clients = BTreeSet::new();
-        strings_under(data, &["clients"], &mut clients);
+impl Schema {
+    fn load() -> Self {
         Self {
-            blueprints: with_unknown(
-                keys(data, &["directory", "blueprints"]),
-                "00000000-0000-0000-0000-0000000000b0",
-            ),
-            agents: with_unknown(
-                keys(data, &["directory", "agents"]),
-                "00000000-0000-0000-0000-0000000000a0",
-            ),
-            agent_users: with_unknown(
-                keys(data, &["directory", "agent_users"]),
-                "00000000-0000-0000-0000-0000000000e0",
-            ),
-            routes: with_unknown(routes.into_iter().collect(), "unlisted-route"),
-            paths: paths.into_iter().collect(),
-            permissions: permissions.into_iter().collect(),
-            clients: with_unknown(
-                clients.into_iter().collect(),
-                "00000000-0000-0000-0000-0000000000c0",
-            ),
+            root: serde_json::from_str(SCHEMA).unwrap_or(Json::Null),
         }
     }
-}
 
-/// The empty input, then `count` inputs for the policy set whose data document is `data`,
-/// from `seed`. Made one at a time, so a long check holds one input in memory.
-pub fn sample_inputs(data: &Value, count: usize, seed: u64) -> impl Iterator<Item = Value> {
-    let data: Json = serde_json::from_str(&data.to_string()).unwrap_or(Json::Null);
-    let words = Vocabulary::new(&data);
-    let mut rng = Sampler(seed | 1);
-    // The degenerate input: a policy must still decide (and both engines alike).
-    std::iter::once(Value::new_object())
-        .chain((0..count).map(move |_| Value::from(one_input(&words, &mut rng))))
-}
+    /// `node` with a `$ref` followed.
+    fn resolve<'a>(&'a self, node: &'a Json) -> &'a Json {
+        match node.get("$ref").and_then(Json::as_str) {
+            Some(r) => r
+                .strip_prefix('#')
+                .and_then(|p| self.root.pointer(p))
+                .unwrap_or(node),
+            None => node,
+        }
+    }
 
-fn one_input(w: &Vocabulary, rng: &mut Sampler) -> Json {
-    let kind = rng.pick_str(KINDS);
-    let route = rng.pick(&w.routes);
-    let tenant = "aaaaaaaa-1111-1111-1111-000000000001";
-    let mut input = Map::new();
-    input.insert(
-        "request".into(),
-        json!({
-            "method": rng.pick_str(METHODS),
-            "host": "api.example",
-            "path": rng.pick(&w.paths),
-            "query": "",
-            "client_ip": rng.pick_str(CLIENT_IPS),
-            "headers": {"user-agent": "agentgate-verify"},
-            "time_ns": (EPOCH_SECS + rng.next() % (14 * 86_400)) * 1_000_000_000,
-        }),
-    );
-    input.insert("route".into(), json!({"id": route, "path_prefix": "/"}));
-    let agent_kind = kind.starts_with("agent_");
-    let actor = if agent_kind {
-        rng.pick(&w.agents).to_string()
-    } else {
-        rng.pick(&w.clients).to_string()
-    };
-    input.insert(
-        "token".into(),
-        json!({
-            "kind": kind,
-            "version": if rng.one_in(2) { "1.0" } else { "2.0" },
-            "tenant": tenant,
-            "issuer": format!("https://sts.windows.net/{tenant}/"),
-            "audience": "api://verify",
-            "roles": rng.subset(&w.permissions, 3),
-            "scopes": rng.subset(&w.permissions, 3),
-            "facets": {"actor": [11], "subject": [11], "tenant": [3]},
-            "idtyp": "app",
-            "issued_at": EPOCH_SECS,
-            "not_before": EPOCH_SECS,
-            "expires_at": EPOCH_SECS + 3600,
-        }),
-    );
-    input.insert("actor".into(), json!({"tenant": tenant, "id": actor}));
-    input.insert("subject".into(), json!({"tenant": tenant, "id": actor}));
-    if agent_kind {
-        let known = !rng.one_in(6);
-        input.insert(
-            "agent".into(),
-            json!({
-                "id": actor, "known": known, "display_name": "verify",
-                "enabled": rng.flag(true), "risk": rng.risk(),
-                "agent_user": rng.pick(&w.agent_users), "sponsors": [],
-            }),
-        );
-        let revoked = if rng.one_in(3) {
-            json!([rng.pick(&w.permissions)])
-        } else {
-            json!([])
-        };
-        let mut blueprint = json!({
-            "id": rng.pick(&w.blueprints), "known": rng.flag(true), "name": "verify",
-            "publisher": "verify", "disabled": rng.flag(false), "risk": rng.risk(),
-            "roles": [], "permissions": rng.subset(&w.permissions, 3),
-            "revoked_permissions": revoked,
-        });
-        if rng.one_in(8) {
-            if let Some(b) = blueprint.as_object_mut() {
-                b.remove("revoked_permissions");
+    /// Every field of the schema: its path from the root and its schema node.
+    fn fields(&self) -> Vec<(Vec<String>, &Json)> {
+        let mut out = Vec::new();
+        self.collect(&self.root, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn collect<'a>(
+        &'a self,
+        node: &'a Json,
+        at: &mut Vec<String>,
+        out: &mut Vec<(Vec<String>, &'a Json)>,
+    ) {
+        let node = self.resolve(node);
+        if !at.is_empty() {
+            out.push((at.clone(), node));
+        }
+        let branches = node.get("oneOf").and_then(Json::as_array);
+        for branch in branches.into_iter().flatten().chain(std::iter::once(node)) {
+            let branch = self.resolve(branch);
+            for (name, child) in branch
+                .get("properties")
+                .and_then(Json::as_object)
+                .into_iter()
+                .flatten()
+            {
+                at.push(name.clone());
+                self.collect(child, at, out);
+                at.pop();
             }
         }
-        input.insert("blueprint".into(), blueprint);
-    } else if !rng.one_in(4) {
-        input.insert("agent".into(), Json::Null);
-        input.insert("blueprint".into(), Json::Null);
     }
-    let user = match kind {
-        "agent_app" | "app" => Json::Null,
-        "agent_user" | "app_obo_agent_user" => json!({
-            "id": rng.pick(&w.agent_users), "type": "agent_user", "enabled": rng.flag(true),
-        }),
-        _ => {
-            json!({"id": "00000000-0000-0000-0000-0000000000f0", "type": "human", "enabled": rng.flag(true)})
+}
+
+/// Generates values for schema nodes.
+struct Generator<'a> {
+    schema: &'a Schema,
+    words: &'a [String],
+    rng: Sampler,
+}
+
+impl Generator<'_> {
+    fn word(&mut self) -> Json {
+        Json::String(self.words[self.rng.below(self.words.len())].clone())
+    }
+
+    /// A value of another type than the schema asks for, or null.
+    fn mistyped(&mut self) -> Json {
+        match self.rng.below(5) {
+            0 => Json::Null,
+            1 => json!("true"),
+            2 => json!(3),
+            3 => json!([]),
+            _ => json!({}),
         }
+    }
+
+    fn integer(&mut self, name: &str) -> Json {
+        match name {
+            "time_ns" => json!((EPOCH_SECS + self.rng.next() % (14 * 86_400)) * 1_000_000_000),
+            _ => match self.rng.below(8) {
+                0 => json!(0),
+                1 => json!(3),
+                2 => json!(11),
+                3 => json!(13),
+                4 => json!(EPOCH_SECS + 3600),
+                5 => json!(self.rng.next() % 1_000),
+                _ => json!(EPOCH_SECS),
+            },
+        }
+    }
+
+    /// A value for `node`, the field called `name`; mostly well typed.
+    fn value(&mut self, node: &Json, name: &str, depth: usize) -> Json {
+        let node = self.schema.resolve(node);
+        if self.rng.one_in(16) {
+            return self.mistyped();
+        }
+        if let Some(branches) = node.get("oneOf").and_then(Json::as_array) {
+            let pick = &branches[self.rng.below(branches.len())];
+            return self.value(pick, name, depth);
+        }
+        if let Some(values) = node.get("enum").and_then(Json::as_array) {
+            return if self.rng.one_in(8) {
+                self.word()
+            } else {
+                values[self.rng.below(values.len())].clone()
+            };
+        }
+        let types: Vec<&str> = match node.get("type") {
+            Some(Json::String(t)) => vec![t.as_str()],
+            Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),
+            _ => vec!["string"],
+        };
+        match types[self.rng.below(types.len())] {
+            "null" => Json::Null,
+            "boolean" => Json::Bool(self.rng.one_in(2)),
+            "integer" | "number" => self.integer(name),
+            "array" => {
+                let items = node
+                    .get("items")
+                    .cloned()
+                    .unwrap_or(json!({"type": "string"}));
+                Json::Array(
+                    (0..self.rng.below(4))
+                        .map(|_| self.value(&items, name, depth + 1))
+                        .collect(),
+                )
+            }
+            "object" => self.object(node, depth),
+            _ => self.word(),
+        }
+    }
+
+    fn object(&mut self, node: &Json, depth: usize) -> Json {
+        let mut out = Map::new();
+        if depth > 6 {
+            return Json::Object(out);
+        }
+        for (name, child) in node
+            .get("properties")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if !self.rng.one_in(12) {
+                let v = self.value(child, name, depth + 1);
+                out.insert(name.clone(), v);
+            }
+        }
+        if let Some(extra) = node.get("additionalProperties").filter(|a| a.is_object()) {
+            for _ in 0..self.rng.below(3) {
+                let key = match self.word() {
+                    Json::String(s) => s,
+                    _ => String::new(),
+                };
+                let v = self.value(extra, &key, depth + 1);
+                out.insert(key, v);
+            }
+        }
+        Json::Object(out)
+    }
+
+    /// `seed` with one to three schema fields replaced by fresh values or removed.
+    fn mutate(&mut self, seed: &Json, fields: &[(Vec<String>, &Json)]) -> Json {
+        let mut input = seed.clone();
+        for _ in 0..=self.rng.below(3) {
+            let (path, node) = &fields[self.rng.below(fields.len())];
+            let Some((last, parents)) = path.split_last() else {
+                continue;
+            };
+            let value = if self.rng.one_in(10) {
+                None
+            } else {
+                Some(self.value(node, last, parents.len()))
+            };
+            set_path(&mut input, parents, last, value);
+        }
+        input
+    }
+}
+
+/// Sets (or with `None`, removes) `parents.last` in `doc`, creating objects on the way.
+fn set_path(doc: &mut Json, parents: &[String], last: &str, value: Option<Json>) {
+    let mut at = doc;
+    for p in parents {
+        if !at.is_object() {
+            *at = Json::Object(Map::new());
+        }
+        let Json::Object(map) = at else { return };
+        at = map
+            .entry(p.clone())
+            .or_insert_with(|| Json::Object(Map::new()));
+    }
+    if !at.is_object() {
+        *at = Json::Object(Map::new());
+    }
+    if let Json::Object(map) = at {
+        match value {
+            Some(v) => {
+                map.insert(last.to_string(), v);
+            }
+            None => {
+                map.remove(last);
+            }
+        }
+    }
+}
+
+/// The inputs both engines must decide alike for the set whose data document is `data`:
+/// the empty input, every seed (the set's test inputs), [`MUTATIONS_PER_SEED`] mutations of
+/// each seed, then `generated` inputs built from the schema alone. Made one at a time.
+pub fn sample_inputs(
+    data: &Value,
+    seeds: &[Value],
+    generated: usize,
+    seed: u64,
+) -> impl Iterator<Item = Value> {
+    let data: Json = serde_json::from_str(&data.to_string()).unwrap_or(Json::Null);
+    let seeds: Vec<Json> = seeds
+        .iter()
+        .filter_map(|s| serde_json::from_str(&s.to_string()).ok())
+        .collect();
+    let schema = Schema::load();
+    let words = vocabulary(&data);
+    let mut rng = Sampler(seed | 1);
+    let mut out: Vec<Value> = vec![Value::new_object()];
+    {
+        let fields = schema.fields();
+        let mut g = Generator {
+            schema: &schema,
+            words: &words,
+            rng: Sampler(rng.next() | 1),
+        };
+        for s in &seeds {
+            out.push(Value::from(s.clone()));
+            for _ in 0..MUTATIONS_PER_SEED {
+                out.push(Value::from(g.mutate(s, &fields)));
+            }
+        }
+    }
+    let mut g = Generator {
+        schema: &schema,
+        words: &words,
+        rng,
     };
-    input.insert("user".into(), user);
-    Json::Object(input)
+    let root = schema.root.clone();
+    out.into_iter()
+        .chain((0..generated).map(move |_| Value::from(g.object(&root, 0))))
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 #[cfg(test)]
@@ -309,16 +372,25 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_inputs() {
-        let inputs = |seed| sample_inputs(&data(), 50, seed).collect::<Vec<_>>();
+        let inputs = |seed| sample_inputs(&data(), &[], 50, seed).collect::<Vec<_>>();
         assert_eq!(inputs(7), inputs(7));
         assert_ne!(inputs(7), inputs(8));
     }
 
     #[test]
-    fn inputs_draw_on_the_data_and_on_values_it_lacks() {
-        let inputs: Vec<String> = sample_inputs(&data(), 400, 1)
+    fn generated_inputs_cover_every_field_of_the_schema_and_the_data() {
+        let inputs: Vec<String> = sample_inputs(&data(), &[], 2000, 1)
             .map(|v| v.to_string())
             .collect();
+        assert_eq!(inputs[0], "{}");
+        for (path, _) in Schema::load().fields() {
+            let leaf = format!("\"{}\":", path.last().unwrap());
+            assert!(
+                inputs.iter().any(|i| i.contains(&leaf)),
+                "no input has the field {}",
+                path.join(".")
+            );
+        }
         for needle in [
             "\"bp1\"",
             "\"ag1\"",
@@ -328,15 +400,27 @@ mod tests {
             "\"/crm/\"",
             "\"R2\"",
             "\"c1\"",
-            "unlisted-route",
-            "Unlisted.Permission",
+            "\"unlisted\"",
             "\"agent_user\"",
+            "\"idtyp\":null",
         ] {
             assert!(
                 inputs.iter().any(|i| i.contains(needle)),
                 "no sampled input mentions {needle}"
             );
         }
-        assert_eq!(inputs[0], "{}");
+    }
+
+    #[test]
+    fn seeds_come_first_then_their_mutations_which_change_them() {
+        let seed = Value::from(json!({"request": {"method": "GET", "path": "/orders/42"},
+            "token": {"kind": "agent_app", "idtyp": "app", "roles": ["R"]}}));
+        let inputs: Vec<Value> =
+            sample_inputs(&data(), std::slice::from_ref(&seed), 0, 3).collect();
+        assert_eq!(inputs.len(), 2 + MUTATIONS_PER_SEED);
+        assert_eq!(inputs[1], seed);
+        for m in &inputs[2..] {
+            assert_ne!(*m, seed, "a mutation left the seed unchanged");
+        }
     }
 }

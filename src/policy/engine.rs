@@ -6,8 +6,11 @@
 //! its bytecode agrees with the interpreter, the faster compiled engine decides instead
 //! ([`super::compiled`]).
 
-use super::compiled::{cross_check_due, CompiledSlot, EngineState, VmFailure};
+use super::compiled::{CompiledSlot, EngineState};
 use super::decision::DecisionError;
+use super::errors::{
+    entrypoint_problem, interpreter_failure, located, EntrypointProblem, EvalFailure,
+};
 use super::files::{PolicyFiles, SourceFile};
 use super::PolicyLoadError;
 use regorus::utils::limits::ExecutionTimerConfig;
@@ -23,7 +26,15 @@ use std::time::Duration;
 pub const ENTRYPOINT: &str = "data.agentgate.decision";
 
 /// Work units between clock reads; small enough to stop a runaway policy promptly.
-pub(super) const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::new(16).unwrap();
+const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::new(16).unwrap();
+
+/// The time limit of one evaluation.
+fn timer(limit: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        check_interval: TIMER_CHECK_INTERVAL,
+    }
+}
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -59,16 +70,13 @@ pub fn build_engine(
 ) -> Result<Engine, PolicyLoadError> {
     let mut engine = Engine::new();
     if let Some(limit) = timeout {
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit,
-            check_interval: TIMER_CHECK_INTERVAL,
-        });
+        engine.set_execution_timer_config(timer(limit));
     }
     for m in modules {
         engine
             .add_policy(m.name.clone(), m.text.clone())
             .map_err(|e| PolicyLoadError::Rego {
-                message: format!("{e:#}"),
+                message: located(&e),
             })?;
     }
     for d in &files.data {
@@ -93,7 +101,7 @@ pub fn build_engine(
                 file: d.name.clone(),
                 line: 1,
                 column: 1,
-                message: format!("{e:#}"),
+                message: located(&e),
             })?;
     }
     Ok(engine)
@@ -112,22 +120,27 @@ impl CompiledPolicy {
         let mut engine = build_engine(&modules, files, Some(timeout))?;
         engine.set_input(warmup_input);
         if let Err(e) = engine.eval_rule(ENTRYPOINT.to_string()) {
-            let message = format!("{e:#}");
-            if message.contains("not a valid rule path") || message.contains("not found") {
-                return Err(PolicyLoadError::NoEntrypoint { message });
+            let message = located(&e);
+            match entrypoint_problem(&e) {
+                EntrypointProblem::Missing => {
+                    return Err(PolicyLoadError::NoEntrypoint { message })
+                }
+                // Rules that conflict whatever the input would fail every request.
+                EntrypointProblem::Conflict => return Err(PolicyLoadError::Rego { message }),
+                // Requests that hit an input-dependent error are denied with policy_error.
+                EntrypointProblem::InputDependent => {}
             }
-            // Rules that conflict whatever the input would fail every request: refuse the set.
-            if message.contains("conflicts with rule") || message.contains("multiple outputs") {
-                return Err(PolicyLoadError::Rego { message });
-            }
-            // Other runtime errors may depend on the input; requests that hit them are denied
-            // with policy_error.
         }
         let data = engine.get_data();
         Ok(Self {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             template: engine,
-            compiled: Arc::new(CompiledSlot::new(data, timeout, revision)),
+            compiled: Arc::new(CompiledSlot::new(
+                data,
+                timer(timeout),
+                revision,
+                files.tests.clone(),
+            )),
         })
     }
 
@@ -168,10 +181,10 @@ impl CompiledPolicy {
         engine.set_input(input);
         let value = engine
             .eval_rule(ENTRYPOINT.to_string())
-            .map_err(|e| DecisionError::Evaluation(format!("{e:#}")))?;
+            .map_err(|e| DecisionError::Evaluation(located(&e)))?;
         let report = engine
             .get_coverage_report()
-            .map_err(|e| DecisionError::Evaluation(format!("{e:#}")))?;
+            .map_err(|e| DecisionError::Evaluation(located(&e)))?;
         Ok((value, report))
     }
 
@@ -187,18 +200,30 @@ impl CompiledPolicy {
             // not taken) show up as undefined, so the interpreter answers and, if it
             // decides, the compiled engine is sent back.
             Ok(Value::Undefined) => self.reference_answer(kept, "undefined decision"),
-            Ok(value) if cross_check_due() => match self.interpret(kept) {
-                Ok(expected) if expected != value => {
-                    self.compiled
-                        .demote("a live cross-check decided differently");
-                    Ok(expected)
-                }
-                _ => Ok(value),
-            },
+            Ok(value) if self.compiled.cross_check_due(&value) => self.cross_checked(kept, value),
             Ok(value) => Ok(value),
-            Err(VmFailure::Timeout) => Err(DecisionError::Timeout),
+            Err(EvalFailure::Timeout) => Err(DecisionError::Timeout),
             // The interpreter is the reference: if it decides, the compiled engine was wrong.
-            Err(VmFailure::Error(message)) => self.reference_answer(kept, &message),
+            Err(EvalFailure::Error) => self.reference_answer(kept, "compiled engine error"),
+        }
+    }
+
+    /// Decides `input` on the interpreter too. Anything but the very same answer (another
+    /// value, an error, a timeout) sends the set back to the interpreter for good, and the
+    /// interpreter's answer stands: its value, or its failure, which denies.
+    fn cross_checked(&self, input: Value, compiled: Value) -> Result<Value, DecisionError> {
+        match self.interpret(input) {
+            Ok(expected) if expected == compiled => Ok(compiled),
+            Ok(expected) => {
+                self.compiled
+                    .demote("a live cross-check decided differently");
+                Ok(expected)
+            }
+            Err(e) => {
+                self.compiled
+                    .demote("the interpreter failed on a live cross-check");
+                Err(e)
+            }
         }
     }
 
@@ -226,14 +251,87 @@ impl CompiledPolicy {
             };
             let engine = &mut engines[index].1;
             engine.set_input(input);
-            engine.eval_rule(ENTRYPOINT.to_string()).map_err(|e| {
-                let message = format!("{e:#}");
-                if message.contains("time limit") {
-                    DecisionError::Timeout
-                } else {
-                    DecisionError::Evaluation(message)
-                }
-            })
+            engine
+                .eval_rule(ENTRYPOINT.to_string())
+                .map_err(|e| match interpreter_failure(&e) {
+                    EvalFailure::Timeout => DecisionError::Timeout,
+                    EvalFailure::Error => DecisionError::Evaluation(located(&e)),
+                })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::files::SourceFile;
+
+    fn set_of(rego: &str) -> CompiledPolicy {
+        let files = PolicyFiles {
+            modules: vec![SourceFile {
+                name: "t.rego".into(),
+                path: "t.rego".into(),
+                text: format!("package agentgate\n{rego}"),
+            }],
+            ..PolicyFiles::default()
+        };
+        CompiledPolicy::compile(&files, "r", Duration::from_secs(1), Value::new_object()).unwrap()
+    }
+
+    fn json(v: serde_json::Value) -> Value {
+        Value::from(v)
+    }
+
+    #[test]
+    fn a_cross_check_the_interpreter_fails_demotes_and_denies() {
+        let set = set_of(
+            r#"decision := {"allow": true, "reason": "allowed"} if { 10 / input.n > 1 }
+            else := {"allow": false, "status": 403, "reason": "no"}"#,
+        );
+        assert_eq!(set.compile_now(), EngineState::Compiled);
+        let allowed = json(serde_json::json!({"allow": true, "reason": "allowed"}));
+        // The interpreter agrees: the compiled answer stands.
+        let agrees = set.cross_checked(json(serde_json::json!({"n": 2})), allowed.clone());
+        assert_eq!(agrees, Ok(allowed.clone()));
+        assert_eq!(set.engine_state(), EngineState::Compiled);
+        // The interpreter fails (division by zero): no compiled answer stands alone.
+        let failed = set.cross_checked(json(serde_json::json!({"n": 0})), allowed);
+        assert!(
+            matches!(failed, Err(DecisionError::Evaluation(_))),
+            "{failed:?}"
+        );
+        assert_eq!(set.engine_state(), EngineState::Refused);
+    }
+
+    #[test]
+    fn a_cross_check_that_disagrees_demotes_and_the_interpreter_answer_stands() {
+        let set = set_of(r#"decision := {"allow": false, "status": 403, "reason": "no"}"#);
+        assert_eq!(set.compile_now(), EngineState::Compiled);
+        let wrong = json(serde_json::json!({"allow": true, "reason": "allowed"}));
+        let answer = set.cross_checked(json(serde_json::json!({})), wrong);
+        assert_eq!(
+            answer,
+            Ok(json(
+                serde_json::json!({"allow": false, "status": 403, "reason": "no"})
+            ))
+        );
+        assert_eq!(set.engine_state(), EngineState::Refused);
+    }
+
+    #[test]
+    fn an_interpreter_timeout_is_a_timeout() {
+        let set = set_of(
+            r#"decision := {"allow": count([1 | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000)]) > 0}"#,
+        );
+        let mut slow = set.template.clone();
+        slow.set_execution_timer_config(timer(Duration::from_millis(10)));
+        let set = CompiledPolicy {
+            template: slow,
+            ..set
+        };
+        assert_eq!(
+            set.interpret(json(serde_json::json!({}))),
+            Err(DecisionError::Timeout)
+        );
     }
 }

@@ -12,6 +12,39 @@ pub struct SourceFile {
     pub text: String,
 }
 
+impl SourceFile {
+    /// The `test_*` rules this module defines: `(package path, rule name)` pairs.
+    pub fn test_rules(&self) -> Vec<(String, String)> {
+        let mut package = None;
+        let mut rules = Vec::new();
+        for line in self.text.lines() {
+            let line = line.trim_start();
+            if let Some(p) = line.strip_prefix("package ") {
+                package = Some(p.trim().to_string());
+            } else if line.starts_with("test_") {
+                let name: String = line
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if let Some(p) = &package {
+                    if !rules.iter().any(|(_, r)| r == &name) {
+                        rules.push((p.clone(), name));
+                    }
+                }
+            }
+        }
+        rules
+    }
+
+    /// The full names (`data.<package>.<rule>`) of the `test_*` rules this module defines.
+    pub fn test_rule_names(&self) -> Vec<String> {
+        self.test_rules()
+            .into_iter()
+            .map(|(package, rule)| format!("data.{package}.{rule}"))
+            .collect()
+    }
+}
+
 /// The contents of a policy directory.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyFiles {

@@ -4,16 +4,19 @@
 //! Evaluation ([`PolicySnapshot::decide`]) is bounded in time and fails closed: only an
 //! `allow` of exactly `true` in a well-formed decision lets a request through.
 
+mod capture;
 pub mod compiled;
 pub mod corpus;
 pub mod decision;
 pub mod engine;
+pub mod errors;
 pub mod files;
 pub mod input;
 pub mod testing;
 
 pub use decision::{Decision, DecisionError};
 pub use files::PolicyFiles;
+pub use testing::TestLimits;
 
 use crate::config::{PolicyConfig, PolicyEngine};
 use crate::directory::{Directory, DirectoryError};
@@ -55,6 +58,13 @@ pub enum PolicyLoadError {
     /// Occurs when Rego unit tests fail; the set is not used.
     #[error("{} Rego test(s) failed: {}", failed.len(), failed.join(", "))]
     TestsFailed { failed: Vec<String> },
+    /// Occurs when the Rego tests do not all finish before the deadline; the set is not used.
+    #[error("the Rego tests did not finish in time: {ran} of {total} ran in {after:.1?} (reload.timeout)")]
+    TestsTimedOut {
+        after: Duration,
+        ran: usize,
+        total: usize,
+    },
 }
 
 /// One complete, immutable policy set: modules, data, directory and revision.
@@ -69,17 +79,30 @@ pub struct PolicySnapshot {
 }
 
 impl PolicySnapshot {
-    /// Reads, validates and compiles the policy directory. With `run_tests`, the set's Rego
-    /// unit tests must all pass too.
-    pub fn load(dir: &Path, timeout: Duration, run_tests: bool) -> Result<Self, PolicyLoadError> {
+    /// Reads, validates and compiles the policy directory, each evaluation bounded by
+    /// `timeout`. With `tests`, the set's Rego unit tests must all pass within those limits.
+    pub fn load(
+        dir: &Path,
+        timeout: Duration,
+        tests: Option<TestLimits>,
+    ) -> Result<Self, PolicyLoadError> {
         let files = PolicyFiles::read(dir)?;
-        Self::from_files(&files, timeout, run_tests)
+        Self::from_files(&files, timeout, tests)
     }
 
-    /// Loads a set for the gateway to enforce: its Rego tests must pass, and the compiled
-    /// engine starts in the background unless the configuration asks for the interpreter.
-    pub fn load_to_serve(dir: &Path, config: &PolicyConfig) -> Result<Self, PolicyLoadError> {
-        let snapshot = Self::load(dir, config.timeout, true)?;
+    /// Loads a set for the gateway to enforce: its Rego tests must pass (each within
+    /// `policy.test_timeout`, all before `deadline`), and the compiled engine starts in the
+    /// background unless the configuration asks for the interpreter.
+    pub fn load_to_serve(
+        dir: &Path,
+        config: &PolicyConfig,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Self, PolicyLoadError> {
+        let limits = TestLimits {
+            per_test: config.test_timeout,
+            deadline,
+        };
+        let snapshot = Self::load(dir, config.timeout, Some(limits))?;
         snapshot.start_engine(config);
         Ok(snapshot)
     }
@@ -95,7 +118,7 @@ impl PolicySnapshot {
     pub fn from_files(
         files: &PolicyFiles,
         timeout: Duration,
-        run_tests: bool,
+        tests: Option<TestLimits>,
     ) -> Result<Self, PolicyLoadError> {
         if files.modules.is_empty() {
             return Err(PolicyLoadError::NoModules {
@@ -108,8 +131,8 @@ impl PolicySnapshot {
         };
         let revision = files.revision();
         let compiled = CompiledPolicy::compile(files, &revision, timeout, Value::new_object())?;
-        if run_tests {
-            let failed: Vec<String> = testing::run_tests(files)?
+        if let Some(limits) = tests {
+            let failed: Vec<String> = testing::run_tests(files, limits)?
                 .into_iter()
                 .filter(|t| !t.passed)
                 .map(|t| format!("{} ({})", t.name, t.detail.unwrap_or_default()))

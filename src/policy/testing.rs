@@ -31,12 +31,35 @@ pub struct FileCoverage {
     pub source: String,
 }
 
-/// Which tests to run and what to collect.
-#[derive(Debug, Clone, Default)]
+/// Which tests to run, what to collect, and the time they may take.
+#[derive(Debug, Clone)]
 pub struct TestOptions {
     /// Only tests whose full name (`data.pkg.test_x`) matches.
     pub filter: Option<regex::Regex>,
     pub coverage: bool,
+    pub limits: TestLimits,
+}
+
+/// Time bounds on running a set's tests.
+#[derive(Debug, Clone, Copy)]
+pub struct TestLimits {
+    /// Each test's evaluation; a test that runs longer fails.
+    pub per_test: Duration,
+    /// The whole run: past it, the run stops with [`PolicyLoadError::TestsTimedOut`].
+    pub deadline: Option<Instant>,
+}
+
+impl TestLimits {
+    /// The default bound on one test, `policy.test_timeout`.
+    pub const PER_TEST: Duration = Duration::from_secs(5);
+
+    /// `per_test` for each test, no bound on the whole run.
+    pub fn per_test(per_test: Duration) -> Self {
+        Self {
+            per_test,
+            deadline: None,
+        }
+    }
 }
 
 /// Results of a test run.
@@ -47,33 +70,18 @@ pub struct TestReport {
     pub coverage: Vec<FileCoverage>,
 }
 
-/// Finds the `test_*` rules of a module: `(package path, rule name)` pairs.
-fn test_rules(file: &SourceFile) -> Vec<(String, String)> {
-    let mut package = None;
-    let mut rules = Vec::new();
-    for line in file.text.lines() {
-        let line = line.trim_start();
-        if let Some(p) = line.strip_prefix("package ") {
-            package = Some(p.trim().to_string());
-        } else if line.starts_with("test_") {
-            let name: String = line
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if let Some(p) = &package {
-                if !rules.iter().any(|(_, r)| r == &name) {
-                    rules.push((p.clone(), name));
-                }
-            }
-        }
-    }
-    rules
-}
-
-/// Compiles modules and tests together and evaluates every `test_*` rule. A test passes
-/// when its value is exactly `true`.
-pub fn run_tests(files: &PolicyFiles) -> Result<Vec<TestOutcome>, PolicyLoadError> {
-    Ok(run_tests_with(files, &TestOptions::default())?.outcomes)
+/// Compiles modules and tests together and evaluates every `test_*` rule within `limits`.
+/// A test passes when its value is exactly `true`.
+pub fn run_tests(
+    files: &PolicyFiles,
+    limits: TestLimits,
+) -> Result<Vec<TestOutcome>, PolicyLoadError> {
+    let options = TestOptions {
+        filter: None,
+        coverage: false,
+        limits,
+    };
+    Ok(run_tests_with(files, &options)?.outcomes)
 }
 
 /// [`run_tests`] with a filter and coverage.
@@ -82,7 +90,7 @@ pub fn run_tests_with(
     options: &TestOptions,
 ) -> Result<TestReport, PolicyLoadError> {
     let modules: Vec<&SourceFile> = files.modules.iter().chain(&files.tests).collect();
-    let mut template = build_engine(&modules, files, None)?;
+    let mut template = build_engine(&modules, files, Some(options.limits.per_test))?;
     // One evaluation prepares the engine; clones of an unprepared engine would each
     // recompile every module. Its result (even an error) does not matter.
     template.set_input(Value::new_object());
@@ -90,11 +98,20 @@ pub fn run_tests_with(
     template.set_enable_coverage(options.coverage);
     let mut report = TestReport::default();
     let mut covered: BTreeMap<String, FileCoverage> = BTreeMap::new();
+    let started_all = Instant::now();
+    let total: usize = files.tests.iter().map(|f| f.test_rules().len()).sum();
     for file in &files.tests {
-        for (package, rule) in test_rules(file) {
+        for (package, rule) in file.test_rules() {
             let name = format!("data.{package}.{rule}");
             if options.filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
                 continue;
+            }
+            if options.limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PolicyLoadError::TestsTimedOut {
+                    after: started_all.elapsed(),
+                    ran: report.outcomes.len(),
+                    total,
+                });
             }
             let mut engine = template.clone();
             engine.set_input(Value::new_object());
@@ -105,7 +122,16 @@ pub fn run_tests_with(
                 Ok(Value::Bool(true)) => (true, None),
                 Ok(Value::Undefined) => (false, Some("undefined".to_string())),
                 Ok(v) => (false, Some(format!("evaluated to {v}"))),
-                Err(e) => (false, Some(format!("{e:#}"))),
+                Err(e) => match super::errors::interpreter_failure(&e) {
+                    super::errors::EvalFailure::Timeout => (
+                        false,
+                        Some(format!(
+                            "exceeded its time limit of {:?} (policy.test_timeout)",
+                            options.limits.per_test
+                        )),
+                    ),
+                    _ => (false, Some(super::errors::located(&e))),
+                },
             };
             if options.coverage {
                 merge_coverage(&mut covered, &engine, files);

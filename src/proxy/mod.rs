@@ -65,12 +65,10 @@ pub struct Parts {
 
 /// Builds the decision pipeline from the configuration (no sockets opened).
 pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
-    let snapshot =
-        PolicySnapshot::load_to_serve(&config.policy.dir, &config.policy).map_err(|source| {
-            StartError::Policy {
-                dir: config.policy.dir.display().to_string(),
-                source,
-            }
+    let snapshot = PolicySnapshot::load_to_serve(&config.policy.dir, &config.policy, None)
+        .map_err(|source| StartError::Policy {
+            dir: config.policy.dir.display().to_string(),
+            source,
         })?;
     tracing::info!(revision = %snapshot.revision, dir = %config.policy.dir.display(), "policy set loaded");
     let keys = Arc::new(KeyStore::new(&config.identity)?);

@@ -18,7 +18,7 @@ fn built_inputs_match_the_documented_schema() {
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let snapshot =
-        PolicySnapshot::load(&repo().join("policies"), Duration::from_secs(1), false).unwrap();
+        PolicySnapshot::load(&repo().join("policies"), Duration::from_secs(1), None).unwrap();
     let route = RouteInput::new("orders", "/orders");
     let facts = RequestFacts {
         method: "GET",

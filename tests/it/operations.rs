@@ -657,3 +657,87 @@ fn a_compiled_engine_slip_is_answered_by_the_interpreter_and_reported() {
     gw.call("GET", "/orders/very/rare", Some(&token))
         .assert_allowed();
 }
+
+/// A Rego test that never ends cannot hold reloads hostage: each test runs within
+/// `policy.test_timeout`, the whole reload within `reload.timeout`; the reload that runs out
+/// fails with a clear error, the old set keeps serving, and the next good edit applies.
+#[test]
+fn slow_rego_tests_time_out_and_the_old_set_keeps_serving() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            policy_extra: "test_timeout = \"1s\"".into(),
+            extra_config: "\n[reload]\nwatch = false\ntimeout = \"8s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let policies = gw.dir.path().join("policies/agentgate");
+    let slow = |n: usize| {
+        (0..n)
+            .map(|i| {
+                format!("test_slow_{i} if {{ count([1 | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000)]) > {i} }}\n")
+            })
+            .collect::<String>()
+    };
+
+    // One endless test: it fails at its own limit, the reload is refused.
+    std::fs::write(
+        policies.join("slow_test.rego"),
+        format!("package agentgate_test\n{}", slow(1)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (status, body) = gw.reload();
+    let took = started.elapsed();
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("test_slow_0") && error.contains("exceeded its time limit of 1s"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(8), "the reload took {took:?}");
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+
+    // Many of them: the reload deadline ends the run before they all time out one by one.
+    std::fs::write(
+        policies.join("slow_test.rego"),
+        format!("package agentgate_test\n{}", slow(30)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (status, body) = gw.reload();
+    let took = started.elapsed();
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not finish in time") && error.contains("reload.timeout"),
+        "{error}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "30 slow tests took {took:?}: the deadline did not stop them"
+    );
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    let ready = gw.readiness();
+    assert!(
+        ready["reload"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not finish in time")),
+        "{ready}"
+    );
+
+    // The kill switch still gets through once the slow tests are gone.
+    std::fs::remove_file(policies.join("slow_test.rego")).unwrap();
+    let directory = gw.dir.path().join("policies/data/directory.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory).unwrap()).unwrap();
+    doc["blueprints"][BP_SALES]["disabled"] = true.into();
+    std::fs::write(&directory, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let (status, body) = gw.reload();
+    assert_eq!(status, 200, "{body}");
+    gw.call("GET", "/orders/1", Some(&token))
+        .assert_denied(403, "blueprint_disabled");
+}

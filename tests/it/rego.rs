@@ -1,13 +1,13 @@
 //! The shipped policies' own Rego unit tests, and the refusal to start on a broken set.
 
 use crate::support::*;
-use agentgate::policy::{testing::run_tests, PolicyFiles, PolicySnapshot};
+use agentgate::policy::{testing::run_tests, PolicyFiles, PolicySnapshot, TestLimits};
 use std::time::Duration;
 
 #[test]
 fn shipped_rego_unit_tests_pass() {
     let files = PolicyFiles::read(&repo().join("policies")).unwrap();
-    let outcomes = run_tests(&files).unwrap();
+    let outcomes = run_tests(&files, TestLimits::per_test(TestLimits::PER_TEST)).unwrap();
     assert!(
         outcomes.len() >= 30,
         "expected the shipped test suite, found {} tests",
@@ -49,9 +49,13 @@ fn a_policy_set_with_a_failing_test_or_a_syntax_error_is_refused() {
         "package agentgate_test\n\ntest_allows if data.agentgate.decision.allow\n",
     )
     .unwrap();
-    let err = PolicySnapshot::load(dir.path(), Duration::from_millis(5), true)
-        .unwrap_err()
-        .to_string();
+    let err = PolicySnapshot::load(
+        dir.path(),
+        Duration::from_millis(5),
+        Some(TestLimits::per_test(Duration::from_secs(5))),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("test_allows"), "{err}");
 
     std::fs::remove_file(dir.path().join("p_test.rego")).unwrap();
@@ -60,8 +64,12 @@ fn a_policy_set_with_a_failing_test_or_a_syntax_error_is_refused() {
         "package agentgate\n\ndecision := {\"allow\": \n",
     )
     .unwrap();
-    let err = PolicySnapshot::load(dir.path(), Duration::from_millis(5), true)
-        .unwrap_err()
-        .to_string();
+    let err = PolicySnapshot::load(
+        dir.path(),
+        Duration::from_millis(5),
+        Some(TestLimits::per_test(Duration::from_secs(5))),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("p.rego:"), "names the file and line: {err}");
 }
