@@ -66,6 +66,8 @@ pub struct LogConfig {
     pub decisions: LogTarget,
     /// Fraction of allowed decisions logged, 0 to 1; denies are always logged.
     pub allow_sample_rate: f64,
+    /// Bytes of records waiting for the writer; beyond it records are dropped and counted.
+    pub max_queue_bytes: usize,
 }
 
 /// A candidate policy set evaluated beside the enforced one without affecting outcomes.
@@ -287,6 +289,9 @@ impl Config {
             problems.push("server.threads must be at least 1".into());
         }
 
+        if raw.log.max_queue_bytes < 64 * 1024 {
+            problems.push("log.max_queue_bytes must be at least 65536".into());
+        }
         if !(0.0..=1.0).contains(&raw.log.allow_sample_rate) {
             problems.push("log.allow_sample_rate must be between 0 and 1".into());
         }
@@ -296,6 +301,7 @@ impl Config {
                 file => LogTarget::File(base.join(file)),
             },
             allow_sample_rate: raw.log.allow_sample_rate,
+            max_queue_bytes: raw.log.max_queue_bytes,
         };
         let shadow = raw.shadow.map(|s| {
             for b in &s.blueprints {

@@ -58,6 +58,7 @@ impl Default for RawReload {
 pub struct RawLog {
     pub decisions: String,
     pub allow_sample_rate: f64,
+    pub max_queue_bytes: usize,
 }
 
 impl Default for RawLog {
@@ -65,6 +66,7 @@ impl Default for RawLog {
         Self {
             decisions: "stdout".into(),
             allow_sample_rate: 1.0,
+            max_queue_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub connections: Arc<super::admission::ConnectionCounts>,
+    pub decision_log: Arc<crate::telemetry::DecisionLog>,
 }
 
 impl Admin {
@@ -95,6 +96,7 @@ impl ServeHttp for Admin {
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
                 self.metrics.observe_connections(self.connections.open());
+                self.metrics.observe_decision_log(self.decision_log.stats());
                 self.metrics.observe_policy_engine(
                     crate::policy::compiled::engine_events(),
                     self.authorizer.policy().load().engine_state(),

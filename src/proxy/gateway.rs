@@ -13,6 +13,7 @@ use crate::authorize::{
     outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
 };
 use crate::policy::PolicySnapshot;
+use crate::telemetry::decision_log::loggable_path;
 use crate::telemetry::{DecisionLog, DecisionRecord, Metrics, ShadowRecord};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -124,12 +125,14 @@ impl Gateway {
         self.count(ctx, allow);
         let route = ctx.route.as_ref().map(|r| &*r.id);
         let req = session.req_header();
+        let (path, path_truncated) = loggable_path(req.uri.path());
         self.decision_log.write(&DecisionRecord {
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             decision_id: &ctx.decision_id,
             route,
             method: req.method.as_str(),
-            path: req.uri.path(),
+            path,
+            path_truncated,
             caller_kind: caller.map(|c| c.kind.as_str()),
             tenant: caller.map(|c| &*c.tenant),
             client_id: caller.map(|c| &*c.actor_id),

@@ -126,7 +126,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         parts.routes.clone(),
         parts.metrics.clone(),
     ));
-    let decision_log = DecisionLog::open(&config.log).map_err(StartError::DecisionLog)?;
+    let decision_log = Arc::new(DecisionLog::open(&config.log).map_err(StartError::DecisionLog)?);
 
     let conf = ServerConf {
         threads: config.server.threads,
@@ -149,7 +149,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         parts.routes.clone(),
         parts.authorizer.clone(),
         parts.metrics.clone(),
-        Arc::new(decision_log),
+        decision_log.clone(),
         ids.clone(),
         gateway::RequestLimits::from_config(&config.server),
     );
@@ -175,6 +175,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             metrics: parts.metrics.clone(),
             reloader: reloader.clone(),
             connections: parts.connections.clone(),
+            decision_log,
         },
     );
     admin.add_tcp(&config.admin.to_string());

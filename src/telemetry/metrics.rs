@@ -4,6 +4,7 @@ use crate::authorize::CacheStats;
 use crate::identity::keys::TenantKeyStatus;
 use crate::policy::compiled::EngineEvents;
 use crate::policy::EngineState;
+use crate::telemetry::decision_log::DecisionLogStats;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -37,6 +38,8 @@ pub struct Metrics {
     policy_engine_compiled: IntGaugeVec,
     connections_open: IntGaugeVec,
     pub connections_refused: IntCounterVec,
+    decision_log_records: IntCounterVec,
+    decision_log_queue_bytes: IntGauge,
 }
 
 /// Raises a counter to a total kept elsewhere (atomics on the request path), so counters
@@ -174,6 +177,17 @@ impl Metrics {
                 ),
                 &["listener", "limit"],
             )?,
+            decision_log_records: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_decision_log_records_total",
+                    "Decision log records by result: written, or dropped because the queue was full or the output failed.",
+                ),
+                &["result"],
+            )?,
+            decision_log_queue_bytes: IntGauge::new(
+                "agentgate_decision_log_queue_bytes",
+                "Bytes of decision log records waiting for the writer.",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -204,6 +218,10 @@ impl Metrics {
         m.registry.register(Box::new(m.connections_open.clone()))?;
         m.registry
             .register(Box::new(m.connections_refused.clone()))?;
+        m.registry
+            .register(Box::new(m.decision_log_records.clone()))?;
+        m.registry
+            .register(Box::new(m.decision_log_queue_bytes.clone()))?;
         Ok(m)
     }
 
@@ -260,6 +278,14 @@ impl Metrics {
                 .with_label_values(&[listener])
                 .set(n as i64);
         }
+    }
+
+    /// Brings the decision log counters up to date.
+    pub fn observe_decision_log(&self, stats: DecisionLogStats) {
+        catch_up(&self.decision_log_records, &["written"], stats.written);
+        catch_up(&self.decision_log_records, &["dropped"], stats.dropped);
+        self.decision_log_queue_bytes
+            .set(i64::try_from(stats.queued_bytes).unwrap_or(i64::MAX));
     }
 
     /// Brings the key gauges and counters up to date with the key store's state.

@@ -383,3 +383,51 @@ fn connect_from(ip: &str, addr: &str) -> TcpStream {
     stream.set_nonblocking(false).unwrap();
     stream
 }
+
+/// Request targets beyond `server.max_uri_bytes` are refused with 414, and no path is
+/// written whole into the decision log.
+#[test]
+fn oversized_request_targets_get_414_and_are_logged_truncated() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(&servers, GatewaySpec::default());
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let request = |target: &str| {
+        raw(
+            &gw,
+            &format!("GET {target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+        )
+        .0
+    };
+    let huge = format!("/orders/{}", "a".repeat(60 * 1024));
+    let head = request(&huge);
+    assert_eq!(status(&head), 414, "{}", &head[..head.len().min(300)]);
+    assert!(head.contains("\"reason\":\"uri_too_long\""));
+    // Just over the default 8 KiB, counting the query too.
+    let over = format!("/orders/1?q={}", "b".repeat(8 * 1024));
+    assert_eq!(status(&request(&over)), 414);
+    // Long but allowed: a 404 whose path is logged cut at 1 KiB.
+    let long = format!("/nowhere/{}", "c".repeat(4 * 1024));
+    assert_eq!(status(&request(&long)), 404);
+    let decisions = gw.wait_decisions(3);
+    let logged: Vec<(&str, usize, bool)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["reason"].as_str().unwrap(),
+                d["path"].as_str().unwrap().len(),
+                d["path_truncated"] == true,
+            )
+        })
+        .collect();
+    // The query is never logged, so the second path is short; the others are cut.
+    assert_eq!(
+        logged,
+        [
+            ("uri_too_long", 1024, true),
+            ("uri_too_long", "/orders/1".len(), false),
+            ("no_route", 1024, true)
+        ]
+    );
+}

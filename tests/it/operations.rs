@@ -741,3 +741,62 @@ fn slow_rego_tests_time_out_and_the_old_set_keeps_serving() {
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(403, "blueprint_disabled");
 }
+
+/// A decision log whose reader stops reading (a stuck pipe, a full disk) never stalls
+/// requests: records beyond `log.max_queue_bytes` are dropped and counted.
+#[test]
+fn a_stuck_decision_log_drops_and_counts_instead_of_stalling_requests() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("decisions.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A reader that opens the pipe and never reads: the pipe fills, then writes block.
+    let mut reader = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec sleep 120 < '{}'", fifo.display()))
+        .spawn()
+        .unwrap();
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: format!(
+                "\n[log]\ndecisions = \"{}\"\nmax_queue_bytes = 65536\n",
+                fifo.display()
+            ),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let started = Instant::now();
+    for _ in 0..1_000 {
+        gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    }
+    let took = started.elapsed();
+    let metrics = gw.metrics();
+    let dropped = metric(
+        &metrics,
+        "agentgate_decision_log_records_total{result=\"dropped\"}",
+    );
+    let written = metric(
+        &metrics,
+        "agentgate_decision_log_records_total{result=\"written\"}",
+    );
+    let queued = metric(&metrics, "agentgate_decision_log_queue_bytes");
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert!(dropped > 0.0, "nothing was dropped: {metrics}");
+    assert!(queued <= 65536.0, "queue holds {queued} bytes");
+    assert!(
+        written + dropped <= 1_000.0,
+        "{written} written, {dropped} dropped"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "1,000 requests took {took:?} with a stuck decision log"
+    );
+}
