@@ -170,11 +170,21 @@ fn policies_that_cannot_decide_fail_closed() {
     }
 }
 
-/// Open file descriptors of a process.
+/// Open file descriptors of a process. A /proc that cannot be read fails the test: the
+/// leak checks below mean nothing without it.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot count open descriptors in {dir}: {e}"))
+        .count()
+}
+
+/// The descriptors the gateway holds at rest. A running gateway holds some (its standard
+/// streams, its listeners), so a count of none means the count is wrong.
+fn baseline_fds(pid: u32) -> usize {
+    let n = open_fds(pid);
+    assert!(n > 0, "no open descriptors in /proc/{pid}/fd");
+    n
 }
 
 /// Waits (10 s at most) until the process is back to `baseline` descriptors.
@@ -220,7 +230,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -253,7 +263,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     for _ in 0..10 {
         gw.call("GET", "/orders/1", Some(&token))
             .assert_denied(502, "upstream_unreachable");
@@ -277,7 +287,7 @@ fn a_stalled_upstream_leaves_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(504, "upstream_timeout");
     wait_for_fds(pid, baseline);
