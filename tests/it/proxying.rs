@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use agentgate::identity::CallerKind;
+use serde_json::json;
 
 #[test]
 fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
@@ -163,10 +164,36 @@ fn policies_that_cannot_decide_fail_closed() {
             "{what}: {}",
             reply.body
         );
-        assert!(
-            gw.stderr().contains("policy could not decide"),
-            "{what}: the failure is logged"
+        // The failure is on record: in the decision log under the reply's decision id, and
+        // in the request counter.
+        let decisions = gw.wait_decisions(1);
+        assert_eq!(decisions.len(), 1, "{what}: {decisions:?}");
+        let d = &decisions[0];
+        assert_eq!(
+            (
+                &d["decision_id"],
+                &d["route"],
+                &d["caller_kind"],
+                &d["blueprint_id"],
+                &d["allow"],
+                &d["status"],
+                &d["reason"],
+            ),
+            (
+                &reply.body["decision_id"],
+                &json!("orders"),
+                &json!("agent_app"),
+                &json!(BP_SALES),
+                &json!(false),
+                &json!(403),
+                &json!("policy_error"),
+            ),
+            "{what}: {d}"
         );
+        let denied = format!(
+            "agentgate_requests_total{{blueprint=\"{BP_SALES}\",caller_kind=\"agent_app\",decision=\"deny\",reason=\"policy_error\",route=\"orders\"}}"
+        );
+        assert_eq!(metric(&gw.metrics(), &denied), 1.0, "{what}");
     }
 }
 
