@@ -261,14 +261,6 @@ fn a_broken_edit_is_refused_reported_and_the_old_set_keeps_serving() {
     );
 }
 
-fn metric(text: &str, line_prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic() {
     let key = key("primary");
@@ -499,8 +491,8 @@ fn a_shadow_set_is_evaluated_beside_the_enforced_one_without_changing_outcomes()
     invoice.client = AGENT_INVOICE.into();
     invoice.blueprint = Some(BP_INVOICE.into());
     // Enforced outcomes are unchanged for both blueprints.
-    gw.call("GET", "/orders/1", Some(&mint(&key, &invoice)))
-        .assert_allowed();
+    let invoice_reply = gw.call("GET", "/orders/1", Some(&mint(&key, &invoice)));
+    invoice_reply.assert_allowed();
     gw.call(
         "GET",
         "/orders/1",
@@ -522,12 +514,31 @@ fn a_shadow_set_is_evaluated_beside_the_enforced_one_without_changing_outcomes()
         .filter(|d| d.get("shadow").is_some())
         .collect();
     assert_eq!(shadowed.len(), 1, "only the Invoice blueprint is shadowed");
-    assert_eq!(shadowed[0]["shadow"]["reason"], "candidate_says_no");
-    assert_eq!(shadowed[0]["shadow"]["mismatch"], true);
-    assert_eq!(shadowed[0]["reason"], "allowed");
-    assert!(gw
-        .stderr()
-        .contains("shadow policy set would decide differently"));
+    let record = shadowed[0];
+    assert_eq!(
+        record["decision_id"].as_str(),
+        invoice_reply
+            .headers
+            .get("x-agentgate-decision-id")
+            .and_then(|v| v.to_str().ok())
+    );
+    assert_eq!(record["blueprint_id"], BP_INVOICE);
+    assert_eq!(record["reason"], "allowed");
+    assert_eq!(record["shadow"]["outcome"], "deny");
+    assert_eq!(record["shadow"]["reason"], "candidate_says_no");
+    assert_eq!(record["shadow"]["mismatch"], true);
+    // The verdict came from the shadow set in force.
+    let shadow_revision = record["shadow"]["revision"].as_str().unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!(
+                "agentgate_policy_revision_info{{revision=\"{shadow_revision}\",role=\"shadow\"}}"
+            )
+        ),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -626,7 +637,8 @@ fn a_compiled_engine_slip_is_answered_by_the_interpreter_and_reported() {
     // The interpreter's answer, not the compiled engine's undefined (a policy_error).
     gw.call("GET", "/orders/very/rare", Some(&token))
         .assert_denied(403, "rare_path");
-    assert_eq!(gw.readiness()["policy_engine"], "refused");
+    let readiness = gw.readiness();
+    assert_eq!(readiness["policy_engine"], "refused");
     let metrics = gw.metrics();
     assert_eq!(
         metric(
@@ -642,9 +654,25 @@ fn a_compiled_engine_slip_is_answered_by_the_interpreter_and_reported() {
         ),
         1.0
     );
-    assert!(gw
-        .stderr()
-        .contains("compiled policy engine disagreed with the interpreter"));
+    // The rare request is logged with the interpreter's answer, under the revision whose
+    // compiled engine was sent back.
+    let decisions = gw.wait_decisions(2);
+    let rare: Vec<_> = decisions
+        .iter()
+        .filter(|d| d["path"] == "/orders/very/rare")
+        .collect();
+    assert_eq!(rare.len(), 1, "{decisions:?}");
+    assert_eq!(
+        (&rare[0]["allow"], &rare[0]["status"], &rare[0]["reason"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(403),
+            &serde_json::json!("rare_path")
+        ),
+        "{}",
+        rare[0]
+    );
+    assert_eq!(rare[0]["revision"], readiness["revision"]);
     gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
     // A reloaded set gets its own compiled engine.
     std::fs::write(

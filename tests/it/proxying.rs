@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use agentgate::identity::CallerKind;
+use serde_json::json;
 
 #[test]
 fn spoofed_identity_headers_are_stripped_and_trusted_ones_added() {
@@ -225,18 +226,54 @@ fn policies_that_cannot_decide_fail_closed() {
             "{what}: {}",
             reply.body
         );
-        assert!(
-            gw.stderr().contains("policy could not decide"),
-            "{what}: the failure is logged"
+        // The failure is on record: in the decision log under the reply's decision id, and
+        // in the request counter.
+        let decisions = gw.wait_decisions(1);
+        assert_eq!(decisions.len(), 1, "{what}: {decisions:?}");
+        let d = &decisions[0];
+        assert_eq!(
+            (
+                &d["decision_id"],
+                &d["route"],
+                &d["caller_kind"],
+                &d["blueprint_id"],
+                &d["allow"],
+                &d["status"],
+                &d["reason"],
+            ),
+            (
+                &reply.body["decision_id"],
+                &json!("orders"),
+                &json!("agent_app"),
+                &json!(BP_SALES),
+                &json!(false),
+                &json!(403),
+                &json!("policy_error"),
+            ),
+            "{what}: {d}"
         );
+        let denied = format!(
+            "agentgate_requests_total{{blueprint=\"{BP_SALES}\",caller_kind=\"agent_app\",decision=\"deny\",reason=\"policy_error\",route=\"orders\"}}"
+        );
+        assert_eq!(metric(&gw.metrics(), &denied), 1.0, "{what}");
     }
 }
 
-/// Open file descriptors of a process.
+/// Open file descriptors of a process. A /proc that cannot be read fails the test: the
+/// leak checks below mean nothing without it.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot count open descriptors in {dir}: {e}"))
+        .count()
+}
+
+/// The descriptors the gateway holds at rest. A running gateway holds some (its standard
+/// streams, its listeners), so a count of none means the count is wrong.
+fn baseline_fds(pid: u32) -> usize {
+    let n = open_fds(pid);
+    assert!(n > 0, "no open descriptors in /proc/{pid}/fd");
+    n
 }
 
 /// Waits (10 s at most) until the process is back to `baseline` descriptors.
@@ -282,7 +319,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -315,7 +352,7 @@ fn upstream_faults_leave_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     for _ in 0..10 {
         gw.call("GET", "/orders/1", Some(&token))
             .assert_denied(502, "upstream_unreachable");
@@ -339,7 +376,7 @@ fn a_stalled_upstream_leaves_no_descriptors_behind() {
     let pid = gw.child.id();
     gw.call("GET", "/nowhere", Some(&token))
         .assert_denied(404, "no_route");
-    let baseline = open_fds(pid);
+    let baseline = baseline_fds(pid);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(504, "upstream_timeout");
     wait_for_fds(pid, baseline);

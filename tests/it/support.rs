@@ -492,6 +492,17 @@ impl Drop for Gateway {
     }
 }
 
+/// The value of the series whose line in the `/metrics` text starts with `line_prefix`
+/// (name and labels, labels in alphabetical order); 0 when the series is absent, as for a
+/// counter nothing has moved yet.
+pub fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A response, read fully.
 #[derive(Debug)]
 pub struct Reply {
