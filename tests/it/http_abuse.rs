@@ -280,13 +280,6 @@ fn read_all(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).to_string()
 }
 
-/// The value of `name{labels}` in a Prometheus exposition (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn connections_over_the_per_client_and_per_listener_caps_are_refused_clearly() {
     let key = key("primary");

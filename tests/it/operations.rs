@@ -800,11 +800,10 @@ fn a_stuck_decision_log_drops_and_counts_instead_of_stalling_requests() {
         },
     );
     let token = mint(&key, &spec(CallerKind::AgentApp));
-    let started = Instant::now();
+    // Each call gives up after 10 s: a request waiting for the log would fail here.
     for _ in 0..1_000 {
         gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
     }
-    let took = started.elapsed();
     let metrics = gw.metrics();
     let dropped = metric(
         &metrics,
@@ -822,9 +821,5 @@ fn a_stuck_decision_log_drops_and_counts_instead_of_stalling_requests() {
     assert!(
         written + dropped <= 1_000.0,
         "{written} written, {dropped} dropped"
-    );
-    assert!(
-        took < Duration::from_secs(60),
-        "1,000 requests took {took:?} with a stuck decision log"
     );
 }
