@@ -9,13 +9,40 @@ pub mod metrics;
 pub use decision_log::{DecisionLog, DecisionRecord, ShadowRecord};
 pub use metrics::Metrics;
 
-/// Operational logs to stderr, filtered by `RUST_LOG` (default `info`). Decision logs go to
-/// stdout separately (see [`DecisionLog`]).
+/// Libraries whose debug and trace output shows raw request or response headers or bodies
+/// (pingora's HTTP layers print whole headers, `Authorization` included; the HTTP clients
+/// print their own requests, bearer credentials included). Whatever `RUST_LOG` asks, they
+/// log at `info` at most, so no log level ever shows a token.
+pub const CLAMPED_TARGETS: &[&str] = &[
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "pingora_cache",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+];
+
+/// Operational logs to stderr, filtered by `RUST_LOG` (default `info`) with
+/// [`CLAMPED_TARGETS`] held at `info`. Decision logs go to stdout separately (see
+/// [`DecisionLog`]).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let requested = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let clamp = CLAMPED_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::INFO),
+    );
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(requested)
+        .with_filter(clamp);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }

@@ -381,3 +381,31 @@ fn a_stalled_upstream_leaves_no_descriptors_behind() {
         .assert_denied(504, "upstream_timeout");
     wait_for_fds(pid, baseline);
 }
+
+/// pingora's debug and trace output prints whole request headers; at any `RUST_LOG` level the
+/// gateway's logs must still hold no token (the harness scans them on drop, and so does this).
+#[test]
+fn no_log_level_shows_a_token() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            rust_log: "trace",
+            route_extra: "forward_authorization = true".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    gw.call("GET", "/nowhere", Some(&token))
+        .assert_denied(404, "no_route");
+    let logged = gw.stderr();
+    assert!(
+        logged.contains("TRACE"),
+        "trace logging was not on, so this proves nothing"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!logged.contains(signature), "a token reached the logs");
+}

@@ -157,6 +157,8 @@ pub struct GatewaySpec {
     pub server_extra: String,
     /// Extra lines for the `[policy]` table.
     pub policy_extra: String,
+    /// `RUST_LOG` for the gateway process.
+    pub rust_log: &'static str,
 }
 
 impl Default for GatewaySpec {
@@ -172,6 +174,7 @@ impl Default for GatewaySpec {
             grace_period: "0s",
             server_extra: String::new(),
             policy_extra: String::new(),
+            rust_log: "info",
         }
     }
 }
@@ -296,7 +299,7 @@ audiences = ["{API_URI}", "{API}"]
         let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", spec.rust_log)
             .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .stdin(Stdio::null())
