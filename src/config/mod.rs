@@ -29,8 +29,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Public listeners.
     pub listeners: Vec<SocketAddr>,
-    /// Loopback listener for `/healthz`, `/readyz` and `/metrics`.
-    pub admin: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`, `/reload`.
+    pub admin: AdminConfig,
     pub identity: IdentityConfig,
     pub token_cache: TokenCacheConfig,
     pub policy: PolicyConfig,
@@ -39,6 +39,18 @@ pub struct Config {
     pub log: LogConfig,
     pub shadow: Option<ShadowConfig>,
     pub dev: Option<DevConfig>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// A file holding the bearer token `/metrics`, `/reload` and the details of `/readyz`
+    /// require; required when `address` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+    /// Host names admin requests may carry besides IP literals and `localhost` (against DNS
+    /// rebinding), lower-case.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How edits are picked up.
@@ -232,7 +244,23 @@ impl Config {
         if raw.listeners.is_empty() {
             problems.push("no [[listeners]]: add one, e.g. address = \"127.0.0.1:8080\"".into());
         }
-        let admin = socket(&raw.admin.address, "admin.address", &mut problems);
+        let admin = socket(&raw.admin.address, "admin.address", &mut problems).map(|address| {
+            if !address.ip().is_loopback() && raw.admin.token_file.is_none() {
+                problems.push(format!(
+                    "admin.address {address} is not a loopback address: set admin.token_file (the bearer token /metrics, /reload and /readyz details then require) or bind it to 127.0.0.1"
+                ));
+            }
+            AdminConfig {
+                address,
+                token_file: raw.admin.token_file.as_ref().map(|f| base.join(f)),
+                allowed_hosts: raw
+                    .admin
+                    .allowed_hosts
+                    .iter()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+            }
+        });
 
         let identity = identity(raw.identity, &base, &mut problems);
         let policy = PolicyConfig {

@@ -125,17 +125,21 @@ pub struct RawListener {
     pub address: String,
 }
 
-/// `[admin]`: the loopback listener for health and metrics.
+/// `[admin]`: the listener for health, readiness, metrics and reload.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub address: String,
+    pub token_file: Option<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:9180".into(),
+            token_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

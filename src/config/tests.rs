@@ -97,3 +97,27 @@ fn only_rsa_algorithms_are_configurable() {
     };
     assert_eq!(problems.len(), 2, "{problems:#?}");
 }
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token() {
+    let open = MINIMAL.replace(
+        "[identity]",
+        "[admin]\naddress = \"0.0.0.0:9180\"\n\n[identity]",
+    );
+    let err = Config::parse(&open, Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin.address 0.0.0.0:9180 is not a loopback address"),
+        "{err}"
+    );
+    let with_token = MINIMAL.replace(
+        "[identity]",
+        "[admin]\naddress = \"0.0.0.0:9180\"\ntoken_file = \"admin.token\"\n\n[identity]",
+    );
+    let config = Config::parse(&with_token, Path::new("/etc/agentgate/a.toml")).unwrap();
+    assert_eq!(
+        config.admin.token_file.as_deref(),
+        Some(Path::new("/etc/agentgate/admin.token"))
+    );
+}

@@ -155,7 +155,10 @@ fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Resul
     ];
     println!("agentgate demo (offline)");
     println!("  proxy       http://{listener}");
-    println!("  admin       http://{}/readyz  /metrics", config.admin);
+    println!(
+        "  admin       http://{}/readyz  /metrics",
+        config.admin.address
+    );
     println!(
         "  dev issuer  http://{}  (OIDC discovery + JWKS, key {})",
         dev.issuer,

@@ -42,6 +42,8 @@ pub enum StartError {
     Shadow(#[source] crate::reload::ReloadError),
     #[error("failed to open the decision log")]
     DecisionLog(#[source] std::io::Error),
+    #[error(transparent)]
+    AdminToken(admin::AdminTokenError),
 }
 
 /// Process options from the command line.
@@ -176,9 +178,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             reloader: reloader.clone(),
             connections: parts.connections.clone(),
             decision_log,
+            access: admin::AdminAccess::load(&config.admin).map_err(StartError::AdminToken)?,
         },
     );
-    admin.add_tcp(&config.admin.to_string());
+    admin.add_tcp(&config.admin.address.to_string());
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -194,6 +197,6 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     for l in &config.listeners {
         tracing::info!(address = %l, "proxy listening");
     }
-    tracing::info!(address = %config.admin, "admin listening (/healthz /readyz /metrics)");
+    tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
     server.run_forever()
 }

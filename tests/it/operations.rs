@@ -823,3 +823,89 @@ fn a_stuck_decision_log_drops_and_counts_instead_of_stalling_requests() {
         "{written} written, {dropped} dropped"
     );
 }
+
+/// The admin listener answers only for allowed hosts (against DNS rebinding), and with a
+/// token configured, `/metrics`, `/reload` and the details of `/readyz` require it.
+#[test]
+fn the_admin_listener_checks_the_host_and_the_token() {
+    const TOKEN: &str = "admin-token-0123456789abcdef";
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            admin_token: Some(TOKEN),
+            admin_extra: "allowed_hosts = [\"agentgate-admin.example\"]".into(),
+            ..Default::default()
+        },
+    );
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str, host: Option<&str>, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", gw.admin));
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let www = r
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, r.text().unwrap(), www)
+    };
+    // Without the token: health and the bare verdict only.
+    assert_eq!(get("/healthz", None, None).0, 200);
+    let (status, body, _) = get("/readyz", None, None);
+    assert_eq!((status, body.as_str()), (200, "{\"ready\":true}"));
+    for path in ["/metrics", "/readyz"] {
+        let (status, body, www) = get(path, None, Some("wrong-token-0123456789"));
+        if path == "/metrics" {
+            assert_eq!(status, 401, "{body}");
+            assert!(
+                body.contains("\"reason\":\"admin_token_required\""),
+                "{body}"
+            );
+            assert_eq!(www.as_deref(), Some("Bearer realm=\"agentgate-admin\""));
+        } else {
+            assert_eq!(body, "{\"ready\":true}");
+        }
+    }
+    let (status, body) = {
+        let r = client.post(format!("{}/reload", gw.admin)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(status, 401, "{body}");
+    // With it: everything.
+    let (status, body, _) = get("/metrics", None, Some(TOKEN));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("agentgate_requests_total") || body.contains("agentgate_"),
+        "{body}"
+    );
+    let (_, body, _) = get("/readyz", None, Some(TOKEN));
+    assert!(body.contains("\"revision\""), "{body}");
+    assert_eq!(gw.reload().0, 200);
+    // Hosts: IP literals, localhost and the allowed names; nothing else, token or not.
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "AGENTGATE-admin.example.",
+        "[::1]:9180",
+    ] {
+        assert_eq!(get("/metrics", Some(host), Some(TOKEN)).0, 200, "{host}");
+    }
+    for host in [
+        "evil.example",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example",
+    ] {
+        let (status, body, _) = get("/metrics", Some(host), Some(TOKEN));
+        assert_eq!(status, 403, "{host}");
+        assert!(body.contains("\"reason\":\"host_not_allowed\""), "{body}");
+        assert_eq!(get("/healthz", Some(host), None).0, 403, "{host}");
+    }
+    assert!(!gw.stderr().contains(TOKEN), "the admin token was logged");
+}

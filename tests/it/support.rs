@@ -159,6 +159,11 @@ pub struct GatewaySpec {
     pub policy_extra: String,
     /// `RUST_LOG` for the gateway process.
     pub rust_log: &'static str,
+    /// Extra lines for the `[admin]` table.
+    pub admin_extra: String,
+    /// The admin bearer token (written to a file the `[admin]` table names); the harness's
+    /// admin calls send it.
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for GatewaySpec {
@@ -175,6 +180,8 @@ impl Default for GatewaySpec {
             server_extra: String::new(),
             policy_extra: String::new(),
             rust_log: "info",
+            admin_extra: String::new(),
+            admin_token: None,
         }
     }
 }
@@ -185,6 +192,7 @@ pub struct Gateway {
     pub child: Child,
     pub base: String,
     pub admin: String,
+    admin_token: Option<&'static str>,
     pub dir: tempfile::TempDir,
     tokens: std::sync::Mutex<Vec<String>>,
 }
@@ -231,6 +239,11 @@ impl Gateway {
             .unwrap();
         }
         let (port, admin_port) = (free_port(), free_port());
+        let mut admin_extra = spec.admin_extra.clone();
+        if let Some(token) = spec.admin_token {
+            std::fs::write(dir.path().join("admin.token"), token).unwrap();
+            admin_extra.push_str("\ntoken_file = \"admin.token\"\n");
+        }
         let upstreams = spec
             .upstreams
             .clone()
@@ -252,6 +265,7 @@ address = "127.0.0.1:{port}"
 
 [admin]
 address = "127.0.0.1:{admin_port}"
+{admin_extra}
 
 [identity]
 authority = "http://{issuer}"
@@ -293,6 +307,7 @@ audiences = ["{API_URI}", "{API}"]
             grace = spec.grace_period,
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
+            admin_extra = admin_extra,
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -309,6 +324,7 @@ audiences = ["{API_URI}", "{API}"]
             child,
             base: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
+            admin_token: spec.admin_token,
             dir,
             tokens: std::sync::Mutex::new(Vec::new()),
         };
@@ -320,14 +336,13 @@ audiences = ["{API_URI}", "{API}"]
     /// the test after 20 s.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::blocking::Client::new();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", self.stderr());
             }
             // Ports come from free_port(), so another test's process may hold one: the
             // answer must come from this child, and the proxy port must accept.
-            if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send() {
+            if let Ok(r) = self.admin_request("GET", "/readyz").send() {
                 let ours = r.status() == 200
                     && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id());
                 let proxy = self.base.trim_start_matches("http://");
@@ -344,9 +359,20 @@ audiences = ["{API_URI}", "{API}"]
         }
     }
 
+    /// A request to the admin listener, with the admin token when one is configured.
+    pub fn admin_request(&self, method: &str, path: &str) -> reqwest::blocking::RequestBuilder {
+        let req = reqwest::blocking::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", self.admin));
+        match self.admin_token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// The `/readyz` document.
     pub fn readiness(&self) -> Value {
-        reqwest::blocking::get(format!("{}/readyz", self.admin))
+        self.admin_request("GET", "/readyz")
+            .send()
             .unwrap()
             .json()
             .unwrap()
@@ -367,7 +393,8 @@ audiences = ["{API_URI}", "{API}"]
 
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
-        reqwest::blocking::get(format!("{}/metrics", self.admin))
+        self.admin_request("GET", "/metrics")
+            .send()
             .unwrap()
             .text()
             .unwrap()
@@ -412,10 +439,7 @@ audiences = ["{API_URI}", "{API}"]
 
     /// `POST /reload` on the admin listener: (status, body).
     pub fn reload(&self) -> (u16, Value) {
-        let r = reqwest::blocking::Client::new()
-            .post(format!("{}/reload", self.admin))
-            .send()
-            .unwrap();
+        let r = self.admin_request("POST", "/reload").send().unwrap();
         let status = r.status().as_u16();
         (status, r.json().unwrap())
     }
