@@ -21,3 +21,4 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod telemetry;
+pub mod tls;

@@ -40,6 +40,8 @@ pub enum StartError {
     Shadow(#[source] crate::reload::ReloadError),
     #[error("failed to open the decision log")]
     DecisionLog(#[source] std::io::Error),
+    #[error("TLS setup failed")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Process options from the command line.
@@ -152,8 +154,12 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             deadline: config.server.header_read_timeout,
         },
     );
+    let tls = crate::tls::listener::load_all(&config.listeners, &parts.metrics)?;
     for l in &config.listeners {
-        proxy.add_tcp(&l.to_string());
+        match tls.iter().find(|t| t.address() == l.address) {
+            Some(t) => proxy.add_tls_with_settings(&l.address.to_string(), None, t.settings()?),
+            None => proxy.add_tcp(&l.address.to_string()),
+        }
     }
     let mut admin = Service::new(
         "agentgate admin".to_string(),
@@ -169,6 +175,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.add_service(admin);
     server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
     server.add_service(background_service(
+        "tls certificates",
+        crate::tls::CertificateReloader::new(tls),
+    ));
+    server.add_service(background_service(
         "reload",
         crate::reload::ReloadTriggers {
             reloader,
@@ -177,7 +187,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         },
     ));
     for l in &config.listeners {
-        tracing::info!(address = %l, "proxy listening");
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), "proxy listening");
     }
     tracing::info!(address = %config.admin, "admin listening (/healthz /readyz /metrics)");
     server.run_forever()

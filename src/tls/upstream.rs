@@ -1,0 +1,142 @@
+//! TLS to upstreams: verification, SNI and client certificates on pingora's peers.
+//!
+//! pingora's rustls connector verifies an upstream certificate against the system roots
+//! (or, per peer, `PeerOptions::ca`), checks it names the peer's SNI, and presents
+//! `HttpPeer::client_cert_key` when the upstream asks for a client certificate. It
+//! skips every check for a peer whose SNI is empty, so [`upstream_peer`] never leaves it
+//! empty. A peer's connection-pool key covers its SNI, client certificate and
+//! verification flags but not its CA list: [`UpstreamTls`] sets `group_key` to a hash of
+//! all its settings so differently verified connections are never shared.
+
+use super::material::{self, PairError};
+use super::TlsError;
+use crate::config::UpstreamTlsConfig;
+use pingora::lb::Backend;
+use pingora::prelude::HttpPeer;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+use pingora::{ErrorSource, ErrorType};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A route's upstream TLS settings, loaded and checked.
+pub struct UpstreamTls {
+    server_names: Vec<(SocketAddr, String)>,
+    ca: Option<Arc<[WrappedX509]>>,
+    client_cert: Option<Arc<CertKey>>,
+    insecure_skip_verify: bool,
+    group_key: u64,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_names", &self.server_names)
+            .field("custom_ca", &self.ca.is_some())
+            .field("client_certificate", &self.client_cert.is_some())
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Reads the CA bundle and the client certificate of `route`. A client certificate
+    /// must parse, match its key and be valid now.
+    pub fn load(route: &str, config: &UpstreamTlsConfig) -> Result<Self, TlsError> {
+        let err = |source: PairError| TlsError::Upstream {
+            route: route.to_string(),
+            source,
+        };
+        let mut hasher = DefaultHasher::new();
+        config.insecure_skip_verify.hash(&mut hasher);
+        let ca = match &config.ca_file {
+            Some(path) => {
+                let certs = material::ca_bundle(path).map_err(err)?;
+                for c in &certs {
+                    c.as_ref().hash(&mut hasher);
+                }
+                let wrapped: Vec<WrappedX509> = certs
+                    .into_iter()
+                    .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
+                    .collect();
+                Some(Arc::from(wrapped))
+            }
+            None => None,
+        };
+        let client_cert = match &config.client_certificate {
+            Some(files) => {
+                let (loaded, _) = material::load_pair(files, &super::provider(), SystemTime::now())
+                    .map_err(err)?;
+                let key =
+                    material::private_key(&material::read(&files.key).map_err(err)?, &files.key)
+                        .map_err(err)?;
+                let chain: Vec<Vec<u8>> = loaded.key.cert.iter().map(|c| c.to_vec()).collect();
+                chain.hash(&mut hasher);
+                Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
+            }
+            None => None,
+        };
+        if config.insecure_skip_verify {
+            tracing::warn!(route, "INSECURE: routes.tls.insecure_skip_verify = true: upstream certificates of this route are NOT verified; anyone on the network path can impersonate the upstream and read forwarded requests");
+        }
+        Ok(Self {
+            server_names: config.server_names.clone(),
+            ca,
+            client_cert,
+            insecure_skip_verify: config.insecure_skip_verify,
+            group_key: hasher.finish(),
+        })
+    }
+
+    /// Whether upstream certificates go unverified (for `/readyz` and start-up warnings).
+    pub fn insecure_skip_verify(&self) -> bool {
+        self.insecure_skip_verify
+    }
+
+    /// The name sent as SNI and verified for `address`: the configured one, or else the
+    /// address itself (which then must be an IP subjectAltName of the certificate).
+    pub fn server_name(&self, address: &SocketAddr) -> String {
+        self.server_names
+            .iter()
+            .find(|(a, _)| a == address)
+            .map_or_else(|| address.ip().to_string(), |(_, n)| n.clone())
+    }
+
+    /// Turns `peer` into a TLS peer with these settings.
+    pub fn configure_peer(&self, peer: &mut HttpPeer) {
+        peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
+        if let Some(address) = peer._address.as_inet() {
+            peer.sni = self.server_name(address);
+        }
+        peer.options.verify_cert = !self.insecure_skip_verify;
+        peer.options.verify_hostname = !self.insecure_skip_verify;
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        peer.group_key = self.group_key;
+    }
+}
+
+/// The peer for `backend`: plain HTTP without `tls`, HTTPS with its settings otherwise.
+pub fn upstream_peer(backend: &Backend, tls: Option<&UpstreamTls>) -> HttpPeer {
+    let mut peer = HttpPeer::new(backend, false, String::new());
+    if let Some(tls) = tls {
+        tls.configure_peer(&mut peer);
+    }
+    peer
+}
+
+/// Whether `e` is a failed TLS handshake with an upstream (an untrusted, expired or
+/// wrong-host certificate, a refused client certificate, no common protocol version):
+/// the gateway answers these with 502 `upstream_tls_error`. pingora's rustls connector
+/// reports every handshake failure as `TLSHandshakeFailure` and unusable per-peer
+/// certificates as `InvalidCert`; the other two types come from its other TLS backends.
+pub fn is_upstream_tls_error(e: &pingora::Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::TLSWantX509Lookup
+            | ErrorType::InvalidCert
+    ) && *e.esource() == ErrorSource::Upstream
+}
