@@ -365,7 +365,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -382,6 +382,9 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::AUTHORIZATION);
         }
         add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
+        if let Some(cert) = crate::tls::client_certificate(session) {
+            upstream.insert_header("x-agentgate-client-cert-sha256", cert.sha256.as_str())?;
+        }
         ctx.forwarded_at = Some(Instant::now());
         Ok(())
     }

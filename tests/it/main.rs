@@ -16,5 +16,6 @@ mod operations;
 mod policy_rules;
 mod proxying;
 mod rego;
+mod tls;
 mod token_checks;
 mod wycheproof;

@@ -157,6 +157,9 @@ pub struct GatewaySpec {
     pub server_extra: String,
     /// Extra lines for the `[policy]` table.
     pub policy_extra: String,
+    /// The listener's `tls` inline table (`{ certificates = [...] }`): the gateway then
+    /// serves HTTPS and `base` starts with `https://127.0.0.1`.
+    pub listener_tls: Option<String>,
 }
 
 impl Default for GatewaySpec {
@@ -172,6 +175,7 @@ impl Default for GatewaySpec {
             grace_period: "0s",
             server_extra: String::new(),
             policy_extra: String::new(),
+            listener_tls: None,
         }
     }
 }
@@ -246,6 +250,7 @@ upgrade_sock = "{d}/upgrade.sock"
 
 [[listeners]]
 address = "127.0.0.1:{port}"
+{listener_tls}
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -290,6 +295,10 @@ audiences = ["{API_URI}", "{API}"]
             grace = spec.grace_period,
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
+            listener_tls = spec
+                .listener_tls
+                .as_ref()
+                .map_or(String::new(), |t| format!("tls = {t}")),
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -304,7 +313,14 @@ audiences = ["{API_URI}", "{API}"]
             .unwrap();
         let mut gw = Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!(
+                "{}://127.0.0.1:{port}",
+                if spec.listener_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
             admin: format!("http://127.0.0.1:{admin_port}"),
             dir,
             tokens: std::sync::Mutex::new(Vec::new()),
@@ -327,7 +343,10 @@ audiences = ["{API_URI}", "{API}"]
             if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send() {
                 let ours = r.status() == 200
                     && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id());
-                let proxy = self.base.trim_start_matches("http://");
+                let proxy = self
+                    .base
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
                 if ours && std::net::TcpStream::connect(proxy).is_ok() {
                     return;
                 }
