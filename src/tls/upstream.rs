@@ -126,17 +126,77 @@ pub fn upstream_peer(backend: &Backend, tls: Option<&UpstreamTls>) -> HttpPeer {
     peer
 }
 
-/// Whether `e` is a failed TLS handshake with an upstream (an untrusted, expired or
-/// wrong-host certificate, a refused client certificate, no common protocol version):
-/// the gateway answers these with 502 `upstream_tls_error`. pingora's rustls connector
-/// reports every handshake failure as `TLSHandshakeFailure` and unusable per-peer
-/// certificates as `InvalidCert`; the other two types come from its other TLS backends.
+/// Whether `e` is a TLS failure with an upstream (an untrusted, expired or wrong-host
+/// certificate, a refused client certificate, no common protocol version): the gateway
+/// answers these with 502 `upstream_tls_error`.
+///
+/// pingora's rustls connector reports a failed handshake as `TLSHandshakeFailure` and an
+/// unusable per-peer certificate as `InvalidCert` (the two other types come from its other
+/// TLS backends). In TLS 1.3 the server checks a client certificate after the client has
+/// finished its half of the handshake, so a refused or missing one only surfaces as a
+/// read error whose root cause is a rustls error (the server's alert): that counts too.
 pub fn is_upstream_tls_error(e: &pingora::Error) -> bool {
-    matches!(
+    if *e.esource() != ErrorSource::Upstream {
+        return false;
+    }
+    let tls_type = matches!(
         e.etype(),
         ErrorType::TLSHandshakeFailure
             | ErrorType::TLSHandshakeTimedout
             | ErrorType::TLSWantX509Lookup
             | ErrorType::InvalidCert
-    ) && *e.esource() == ErrorSource::Upstream
+    );
+    tls_type || rustls_cause(e.root_cause())
+}
+
+/// Whether `cause` is a rustls error, directly or inside an I/O error.
+fn rustls_cause(cause: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    cause.is::<rustls::Error>()
+        || cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::{Error, OrErr};
+
+    fn upstream(e: Box<Error>) -> Box<Error> {
+        let mut e = e;
+        e.as_up();
+        e
+    }
+
+    #[test]
+    fn handshake_failures_and_rustls_alerts_are_tls_errors() {
+        assert!(is_upstream_tls_error(&upstream(Error::new(
+            ErrorType::TLSHandshakeFailure
+        ))));
+        assert!(is_upstream_tls_error(&upstream(Error::new(
+            ErrorType::InvalidCert
+        ))));
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let read: Result<(), _> = Err(alert);
+        let e = upstream(read.or_err(ErrorType::ReadError, "reading").unwrap_err());
+        assert!(is_upstream_tls_error(&e));
+    }
+
+    #[test]
+    fn other_failures_and_downstream_errors_are_not() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let read: Result<(), _> = Err(reset);
+        let e = upstream(read.or_err(ErrorType::ReadError, "reading").unwrap_err());
+        assert!(!is_upstream_tls_error(&e));
+        assert!(!is_upstream_tls_error(&upstream(Error::new(
+            ErrorType::ConnectRefused
+        ))));
+        let mut downstream = Error::new(ErrorType::TLSHandshakeFailure);
+        downstream.as_down();
+        assert!(!is_upstream_tls_error(&downstream));
+    }
 }

@@ -18,4 +18,5 @@ mod proxying;
 mod rego;
 mod tls;
 mod token_checks;
+mod upstream_tls;
 mod wycheproof;
