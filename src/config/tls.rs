@@ -259,3 +259,141 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::{ClientAuth, Config, ConfigError};
+    use std::path::{Path, PathBuf};
+
+    const BASE: &str = r#"
+[identity]
+[[identity.tenants]]
+id = "aaaaaaaa-1111-1111-1111-000000000001"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("{BASE}{text}"),
+            Path::new("/etc/agentgate/agentgate.toml"),
+        )
+    }
+
+    fn problems(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    const ROUTE: &str = r#"
+[[routes]]
+id = "orders"
+path_prefix = "/orders"
+upstreams = ["https://127.0.0.1:8443", "https://localhost:9443"]
+audiences = ["api://x"]
+"#;
+
+    #[test]
+    fn the_documented_tables_parse_with_paths_resolved() {
+        let c = parse(&format!(
+            r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+
+[listeners.tls]
+client_ca = "tls/agents-ca.pem"
+
+[[listeners.tls.certificates]]
+cert = "tls/tls.crt"
+key = "tls/tls.key"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+{ROUTE}
+[routes.tls]
+ca_file = "tls/internal-ca.pem"
+client_cert = "tls/gateway.crt"
+client_key = "/abs/gateway.key"
+"#
+        ))
+        .unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            tls.certificates[0].cert,
+            PathBuf::from("/etc/agentgate/tls/tls.crt")
+        );
+        assert_eq!(
+            tls.client_ca,
+            Some(PathBuf::from("/etc/agentgate/tls/agents-ca.pem"))
+        );
+        assert_eq!(
+            tls.client_auth,
+            Some(ClientAuth::Required),
+            "a CA bundle alone requires"
+        );
+        assert_eq!(tls.reload_interval, std::time::Duration::from_secs(5));
+        assert!(c.listeners[1].tls.is_none());
+        let up = c.routes[0].tls.as_ref().unwrap();
+        assert_eq!(
+            up.ca_file,
+            Some(PathBuf::from("/etc/agentgate/tls/internal-ca.pem"))
+        );
+        assert_eq!(
+            up.server_names[0],
+            ("127.0.0.1:8443".parse().unwrap(), "127.0.0.1".into())
+        );
+        assert_eq!(up.server_names[1].1, "localhost");
+        let client = up.client_certificate.as_ref().unwrap();
+        assert_eq!(client.key, PathBuf::from("/abs/gateway.key"));
+        assert!(!up.insecure_skip_verify);
+    }
+
+    #[test]
+    fn an_explicit_sni_names_every_upstream_and_plain_routes_have_no_tls() {
+        let c = parse(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:8080\"\n{ROUTE}\ntls = {{ sni = \"Orders.Internal\" }}\n\
+             [[routes]]\nid = \"crm\"\npath_prefix = \"/crm\"\nupstreams = [\"http://127.0.0.1:80\"]\naudiences = [\"api://x\"]\n"
+        ))
+        .unwrap();
+        let names = &c.routes[0].tls.as_ref().unwrap().server_names;
+        assert!(names.iter().all(|(_, n)| n == "orders.internal"));
+        assert!(c.routes[1].tls.is_none());
+    }
+
+    #[test]
+    fn contradictions_are_reported_together() {
+        let p = problems(
+            r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+tls = { certificates = [], client_auth = "optional", reload_interval = "0s" }
+
+[[routes]]
+id = "mixed"
+path_prefix = "/m"
+upstreams = ["https://127.0.0.1:1", "127.0.0.1:2"]
+audiences = ["api://x"]
+tls = { insecure_skip_verify = true, ca_file = "ca.pem", client_cert = "c.pem", sni = "" }
+
+[[routes]]
+id = "plain"
+path_prefix = "/p"
+upstreams = ["127.0.0.1:2"]
+audiences = ["api://x"]
+tls = { ca_file = "ca.pem" }
+"#,
+        );
+        for expected in [
+            "listeners[0].tls.certificates is empty",
+            "listeners[0].tls.client_auth needs client_ca",
+            "listeners[0].tls.reload_interval must be greater than zero",
+            "mixes https:// and plain http upstreams",
+            "insecure_skip_verify = true ignores ca_file",
+            "client_cert and client_key go together",
+            "tls.sni is empty",
+            "routes[1] (plain).tls applies to https:// upstreams only",
+        ] {
+            assert!(p.contains(expected), "missing {expected:?} in:\n{p}");
+        }
+    }
+}
