@@ -113,6 +113,8 @@ impl BackgroundService for KeyRefresh {
 
 /// Starts the gateway with `parts` and serves until shutdown; never returns on success.
 pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
+    // Before pingora builds its upstream connector, which would install its own default.
+    crate::tls::install_default_provider();
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         parts.authorizer.clone(),

@@ -66,11 +66,10 @@ impl UpstreamTls {
         };
         let client_cert = match &config.client_certificate {
             Some(files) => {
-                let (loaded, _) = material::load_pair(files, &super::provider(), SystemTime::now())
-                    .map_err(err)?;
-                let key =
-                    material::private_key(&material::read(&files.key).map_err(err)?, &files.key)
+                let (loaded, bytes) =
+                    material::load_pair(files, &super::provider(), SystemTime::now())
                         .map_err(err)?;
+                let key = material::private_key(&bytes.key, &files.key).map_err(err)?;
                 let chain: Vec<Vec<u8>> = loaded.key.cert.iter().map(|c| c.to_vec()).collect();
                 chain.hash(&mut hasher);
                 Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
