@@ -22,3 +22,4 @@ pub mod proxy;
 pub mod reload;
 pub mod target;
 pub mod telemetry;
+pub mod tls;

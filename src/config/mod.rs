@@ -7,9 +7,11 @@
 
 mod error;
 pub mod raw;
+mod tls;
 
 pub use error::ConfigError;
-pub use raw::PolicyEngine;
+pub use raw::{ClientAuth, PolicyEngine};
+pub use tls::{CertificateFiles, ListenerConfig, ListenerTlsConfig, UpstreamTlsConfig};
 
 use crate::guid::is_guid;
 use crate::identity::EXCHANGE_AUDIENCE;
@@ -28,7 +30,7 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerSettings,
     /// Public listeners.
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerConfig>,
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`, `/reload`.
     pub admin: AdminConfig,
     pub identity: IdentityConfig,
@@ -189,6 +191,8 @@ pub struct RouteConfig {
     pub forward_override_headers: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Set when the upstreams are `https://`.
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// The offline demo: a dev issuer and a sample upstream started in process.
@@ -233,13 +237,7 @@ impl Config {
             .listeners
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| {
-                socket(
-                    &l.address,
-                    &format!("listeners[{i}].address"),
-                    &mut problems,
-                )
-            })
+            .filter_map(|(i, l)| tls::listener(l, i, &base, &mut problems))
             .collect::<Vec<_>>();
         if raw.listeners.is_empty() {
             problems.push("no [[listeners]]: add one, e.g. address = \"127.0.0.1:8080\"".into());
@@ -294,7 +292,7 @@ impl Config {
 
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = route(r, i, &mut problems) {
+            if let Some(route) = route(r, i, &base, &mut problems) {
                 if routes.iter().any(|o: &RouteConfig| o.id == route.id) {
                     problems.push(format!("routes[{i}].id {:?} is used twice", route.id));
                 }
@@ -535,7 +533,12 @@ fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> I
     }
 }
 
-fn route(r: raw::RawRoute, i: usize, problems: &mut Vec<String>) -> Option<RouteConfig> {
+fn route(
+    r: raw::RawRoute,
+    i: usize,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<RouteConfig> {
     let before = problems.len();
     let key = format!("routes[{i}] ({})", r.id);
     if r.id.is_empty()
@@ -552,11 +555,7 @@ fn route(r: raw::RawRoute, i: usize, problems: &mut Vec<String>) -> Option<Route
             r.path_prefix
         ));
     }
-    let upstreams: Vec<SocketAddr> = r
-        .upstreams
-        .iter()
-        .filter_map(|u| socket(u, &format!("{key}.upstreams"), problems))
-        .collect();
+    let (upstreams, tls) = tls::upstreams(&r.upstreams, r.tls.as_ref(), &key, base, problems);
     if r.upstreams.is_empty() {
         problems.push(format!("{key}: upstreams is empty"));
     }
@@ -593,6 +592,7 @@ fn route(r: raw::RawRoute, i: usize, problems: &mut Vec<String>) -> Option<Route
         forward_override_headers: r.forward_override_headers,
         connect_timeout: r.connect_timeout,
         read_timeout: r.read_timeout,
+        tls,
     })
 }
 

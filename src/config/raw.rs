@@ -123,6 +123,44 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: String,
+    /// Serve HTTPS on this listener.
+    pub tls: Option<RawListenerTls>,
+}
+
+/// `[listeners.tls]`: certificates, client certificates, reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// The first is the default (no SNI, or SNI that matches no other certificate).
+    pub certificates: Vec<RawCertificate>,
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub client_ca: Option<String>,
+    pub client_auth: Option<ClientAuth>,
+    /// How often the certificate and key files are checked for changes.
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A PEM certificate chain (leaf first) and its private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// Verified when presented; connections without one are served too.
+    Optional,
+    /// The handshake fails without a certificate from `client_ca`.
+    Required,
 }
 
 /// `[admin]`: the listener for health, readiness, metrics and reload.
@@ -283,6 +321,24 @@ pub struct RawRoute {
     pub connect_timeout: Duration,
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Settings for `https://` upstreams.
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// `[routes.tls]`: how the gateway connects to `https://` upstreams.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Server name sent and verified instead of each upstream URL's host.
+    pub sni: Option<String>,
+    /// PEM bundle trusted instead of the system roots.
+    pub ca_file: Option<String>,
+    /// Client certificate chain and key presented to the upstream (mutual TLS).
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// Accept any upstream certificate. Never in production.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 fn default_connect_timeout() -> Duration {

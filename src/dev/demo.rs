@@ -113,7 +113,7 @@ fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Resul
     let listener = config
         .listeners
         .first()
-        .map(|l| l.to_string())
+        .map(|l| l.address.to_string())
         .unwrap_or_default();
     let spec = |kind, client: &str, blueprint: &str, subject: Option<&str>| TokenSpec {
         kind,

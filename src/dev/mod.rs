@@ -1,5 +1,6 @@
-//! Development tooling: a dev signing key, token minting, and the in-process demo servers
-//! (an OIDC discovery + JWKS issuer and a sample upstream API).
+//! Development tooling: a dev signing key, token minting, the in-process demo servers
+//! (an OIDC discovery + JWKS issuer and a sample upstream API), and throwaway TLS
+//! certificates with an HTTPS server for them.
 //!
 //! Nothing here is used by the production request path. Tokens minted here are signed by a
 //! key the operator controls and are only trusted by a gateway configured to fetch that
@@ -8,5 +9,6 @@
 pub mod demo;
 pub mod mint;
 pub mod servers;
+pub mod tls;
 
 pub use mint::{SigningIdentity, TokenSpec};

@@ -161,19 +161,23 @@ async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
     Json(json!({ "keys": **s.keys.load() })).into_response()
 }
 
-/// Serves discovery and JWKS on `listener` until the task is dropped.
-pub async fn serve_issuer(
-    listener: tokio::net::TcpListener,
-    state: Arc<IssuerState>,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// The issuer's routes: discovery and JWKS (serve over HTTPS with `dev::tls::serve_tls`).
+pub fn issuer_router(state: Arc<IssuerState>) -> Router {
+    Router::new()
         .route(
             "/{tid}/v2.0/.well-known/openid-configuration",
             get(discovery),
         )
         .route("/{tid}/discovery/v2.0/keys", get(jwks))
-        .with_state(state);
-    axum::serve(listener, app).await
+        .with_state(state)
+}
+
+/// Serves discovery and JWKS on `listener` until the task is dropped.
+pub async fn serve_issuer(
+    listener: tokio::net::TcpListener,
+    state: Arc<IssuerState>,
+) -> std::io::Result<()> {
+    axum::serve(listener, issuer_router(state)).await
 }
 
 /// Echoes the request back as JSON: method, path, query and every header received.
@@ -196,7 +200,12 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
     }))
 }
 
+/// The sample API's routes: an echo of each request.
+pub fn sample_api_router() -> Router {
+    Router::new().fallback(echo)
+}
+
 /// Serves the sample API (an echo of each request) on `listener`.
 pub async fn serve_sample_api(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, Router::new().fallback(echo)).await
+    axum::serve(listener, sample_api_router()).await
 }

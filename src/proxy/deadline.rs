@@ -192,7 +192,18 @@ impl UniqueID for HeaderDeadline {
     }
 }
 
-impl Ssl for HeaderDeadline {}
+impl Ssl for HeaderDeadline {
+    // TLS listeners: the session's TLS digest (client certificate) and ALPN come from here.
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for HeaderDeadline {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {

@@ -364,7 +364,7 @@ impl ProxyHttp for Gateway {
             .upstreams
             .select(b"", 256)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream available"))?;
-        let mut peer = HttpPeer::new(backend, false, String::new());
+        let mut peer = crate::tls::upstream_peer(&backend, route.tls.as_deref());
         peer.options.connection_timeout = Some(route.config.connect_timeout);
         peer.options.total_connection_timeout = Some(route.config.connect_timeout);
         peer.options.read_timeout = Some(route.config.read_timeout);
@@ -375,7 +375,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -401,6 +401,9 @@ impl ProxyHttp for Gateway {
             }
         }
         add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
+        if let Some(cert) = crate::tls::client_certificate(session) {
+            upstream.insert_header("x-agentgate-client-cert-sha256", cert.sha256.as_str())?;
+        }
         ctx.forwarded_at = Some(Instant::now());
         Ok(())
     }
@@ -442,6 +445,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (status, reason) = match e.etype() {
+            _ if crate::tls::is_upstream_tls_error(e) => (502, "upstream_tls_error"),
             ErrorType::HTTPStatus(code) => (*code, "http_error"),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (504, "upstream_timeout")

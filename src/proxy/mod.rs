@@ -44,6 +44,8 @@ pub enum StartError {
     DecisionLog(#[source] std::io::Error),
     #[error(transparent)]
     AdminToken(admin::AdminTokenError),
+    #[error("TLS setup failed")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Process options from the command line.
@@ -95,7 +97,11 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
             &config.routes,
         )?)),
         connections: Arc::new(admission::ConnectionCounts::new(
-            &config.listeners,
+            &config
+                .listeners
+                .iter()
+                .map(|l| l.address)
+                .collect::<Vec<_>>(),
             admission::ConnectionLimits {
                 per_listener: config.server.max_connections,
                 per_client: config.server.max_connections_per_client,
@@ -122,6 +128,8 @@ impl BackgroundService for KeyRefresh {
 
 /// Starts the gateway with `parts` and serves until shutdown; never returns on success.
 pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
+    // Before pingora builds its upstream connector, which would install its own default.
+    crate::tls::install_default_provider();
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         parts.authorizer.clone(),
@@ -167,8 +175,12 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             ids,
         },
     );
+    let tls = crate::tls::listener::load_all(&config.listeners, &parts.metrics)?;
     for l in &config.listeners {
-        proxy.add_tcp(&l.to_string());
+        match tls.iter().find(|t| t.address() == l.address) {
+            Some(t) => proxy.add_tls_with_settings(&l.address.to_string(), None, t.settings()?),
+            None => proxy.add_tcp(&l.address.to_string()),
+        }
     }
     let mut admin = Service::new(
         "agentgate admin".to_string(),
@@ -187,6 +199,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.add_service(admin);
     server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
     server.add_service(background_service(
+        "tls certificates",
+        crate::tls::CertificateReloader::new(tls),
+    ));
+    server.add_service(background_service(
         "reload",
         crate::reload::ReloadTriggers {
             reloader,
@@ -195,7 +211,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         },
     ));
     for l in &config.listeners {
-        tracing::info!(address = %l, "proxy listening");
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), "proxy listening");
     }
     tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
     server.run_forever()

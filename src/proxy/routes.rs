@@ -3,6 +3,7 @@
 use crate::authorize::RouteAccess;
 use crate::config::RouteConfig;
 use crate::policy::input::RouteInput;
+use crate::tls::UpstreamTls;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ pub struct Route {
     pub config: RouteConfig,
     pub access: RouteAccess,
     pub upstreams: LoadBalancer<RoundRobin>,
+    /// Set when the upstreams are `https://`.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Routes ordered for matching: longest prefix first, host-specific before any-host.
@@ -20,11 +23,18 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; fails only if an upstream list cannot form a balancer.
+    /// Builds the table; fails if an upstream list cannot form a balancer or a route's
+    /// upstream TLS files are unusable (an `InvalidData` error naming the route).
     pub fn new(configs: &[RouteConfig]) -> std::io::Result<Self> {
         let mut routes = Vec::with_capacity(configs.len());
         for c in configs {
             let upstreams = LoadBalancer::try_from_iter(c.upstreams.iter().map(|a| a.to_string()))?;
+            let tls = match &c.tls {
+                Some(t) => Some(Arc::new(UpstreamTls::load(&c.id, t).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?)),
+                None => None,
+            };
             routes.push(Arc::new(Route {
                 id: Arc::from(c.id.as_str()),
                 access: RouteAccess {
@@ -33,6 +43,7 @@ impl RouteTable {
                 },
                 config: c.clone(),
                 upstreams,
+                tls,
             }));
         }
         routes.sort_by_key(|r| {

@@ -304,6 +304,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Adds metrics defined elsewhere (TLS certificate reloads) to the registry.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a metric family error would be a bug.

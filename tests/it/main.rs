@@ -17,5 +17,7 @@ mod path_confusion;
 mod policy_rules;
 mod proxying;
 mod rego;
+mod tls;
 mod token_checks;
+mod upstream_tls;
 mod wycheproof;

@@ -164,6 +164,9 @@ pub struct GatewaySpec {
     /// The admin bearer token (written to a file the `[admin]` table names); the harness's
     /// admin calls send it.
     pub admin_token: Option<&'static str>,
+    /// The listener's `tls` inline table (`{ certificates = [...] }`): the gateway then
+    /// serves HTTPS and `base` starts with `https://127.0.0.1`.
+    pub listener_tls: Option<String>,
 }
 
 impl Default for GatewaySpec {
@@ -182,6 +185,7 @@ impl Default for GatewaySpec {
             rust_log: "info",
             admin_extra: String::new(),
             admin_token: None,
+            listener_tls: None,
         }
     }
 }
@@ -262,6 +266,7 @@ upgrade_sock = "{d}/upgrade.sock"
 
 [[listeners]]
 address = "127.0.0.1:{port}"
+{listener_tls}
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -308,6 +313,10 @@ audiences = ["{API_URI}", "{API}"]
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
             admin_extra = admin_extra,
+            listener_tls = spec
+                .listener_tls
+                .as_ref()
+                .map_or(String::new(), |t| format!("tls = {t}")),
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -322,7 +331,14 @@ audiences = ["{API_URI}", "{API}"]
             .unwrap();
         let mut gw = Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!(
+                "{}://127.0.0.1:{port}",
+                if spec.listener_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
             admin: format!("http://127.0.0.1:{admin_port}"),
             admin_token: spec.admin_token,
             dir,
@@ -345,7 +361,10 @@ audiences = ["{API_URI}", "{API}"]
             if let Ok(r) = self.admin_request("GET", "/readyz").send() {
                 let ours = r.status() == 200
                     && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id());
-                let proxy = self.base.trim_start_matches("http://");
+                let proxy = self
+                    .base
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
                 if ours && std::net::TcpStream::connect(proxy).is_ok() {
                     return;
                 }
