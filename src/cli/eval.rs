@@ -81,9 +81,18 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     report["route"] = json!({"id": &*route.id, "path_prefix": route.config.path_prefix});
 
     let mut identity = config.identity.clone();
-    if let Keys::File(path) = &req.keys {
+    let replacement = match (&req.keys, &config.dev) {
+        (Keys::File(path), _) => Some(KeySource::File { path: path.clone() }),
+        // The demo's tokens are signed by its dev key: verify against it directly, so the
+        // policy-editing loop works without the demo running.
+        (Keys::Configured, Some(dev)) => Some(KeySource::Inline {
+            jwks: json!({"keys": [crate::dev::demo::load_key(dev)?.jwk]}),
+        }),
+        _ => None,
+    };
+    if let Some(keys) = replacement {
         for t in &mut identity.tenants {
-            t.keys = KeySource::File { path: path.clone() };
+            t.keys = keys.clone();
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -27,8 +27,17 @@ pub struct Cli {
 enum Command {
     /// Run the gateway (the default when no command is given).
     ///
-    /// Example: agentgate serve --config config/agentgate.toml
+    /// Refuses a configuration with a [dev] section: that is the demo's.
+    ///
+    /// Example: agentgate serve --config /etc/agentgate/agentgate.toml
     Serve(ServeArgs),
+    /// Run the offline demo: the gateway with an in-process dev issuer and sample API.
+    ///
+    /// Needs a configuration with a [dev] section (the shipped one has it); prints
+    /// ready-to-paste curl commands with freshly minted tokens.
+    ///
+    /// Example: agentgate demo
+    Demo(ServeArgs),
     /// Validate the configuration, directory data and policies, and run the Rego tests.
     ///
     /// Exit status: 0 valid, 1 invalid, 2 usage error.
@@ -203,6 +212,7 @@ pub fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         None => serve(cli.serve).map(|()| true),
         Some(Command::Serve(args)) => serve(args).map(|()| true),
+        Some(Command::Demo(args)) => demo(args).map(|()| true),
         Some(Command::Check(args)) => check(&args).map(|()| true),
         Some(Command::Eval(args)) => eval_cmd(*args).map(|()| true),
         Some(Command::Test(args)) => {
@@ -271,16 +281,37 @@ fn load(config: &ConfigArg) -> Result<Config> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = load(&args.config)?;
+    if config.dev.is_some() {
+        anyhow::bail!(
+            "{} has a [dev] section, which makes the gateway trust the committed dev key: it is for `agentgate demo` only. Remove [dev] to serve.",
+            config.path.display()
+        );
+    }
     // Everything that can be refused is checked before any socket opens.
     let parts = crate::proxy::build_parts(&config)?;
-    if let Some(dev) = &config.dev {
-        demo::start(&config, dev).context("failed to start the demo servers")?;
-    }
+    start(&config, &args, parts)
+}
+
+fn demo(args: ServeArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let Some(dev) = &config.dev else {
+        anyhow::bail!(
+            "{} has no [dev] section; the demo needs one (see config/agentgate.toml)",
+            config.path.display()
+        );
+    };
+    // Everything that can be refused is checked before any socket opens.
+    let parts = crate::proxy::build_parts(&config)?;
+    demo::start(&config, dev).context("failed to start the demo servers")?;
+    start(&config, &args, parts)
+}
+
+fn start(config: &Config, args: &ServeArgs, parts: crate::proxy::Parts) -> Result<()> {
     let opts = crate::proxy::RunOptions {
         upgrade: args.upgrade,
         daemon: args.daemon,
     };
-    crate::proxy::run(&config, opts, parts)?;
+    crate::proxy::run(config, opts, parts)?;
     Ok(())
 }
 
@@ -294,6 +325,11 @@ fn check(args: &ConfigArg) -> Result<()> {
     .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
     if let Some(shadow) = crate::reload::load_shadow(&config) {
         shadow.context("shadow policy set")?;
+    }
+    if config.dev.is_some() {
+        println!(
+            "note: [dev] makes this a demo configuration: `agentgate demo` runs it, `agentgate serve` refuses it"
+        );
     }
     println!(
         "ok: {} routes, {} tenants, policy revision {}, {} blueprints, {} agents",

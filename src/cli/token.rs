@@ -107,6 +107,8 @@ pub fn decode(token_arg: &str, jwks: Option<&Path>) -> Result<()> {
         .as_str()
         .context("the token has no tid; cannot pick a tenant")?;
     let identity = IdentityConfig {
+        issuers: crate::identity::Issuers::default(),
+        ca_file: None,
         algorithms: vec![jsonwebtoken::Algorithm::RS256],
         leeway: std::time::Duration::from_secs(60),
         max_token_bytes: 64 * 1024,

@@ -14,7 +14,7 @@ pub use raw::{ClientAuth, PolicyEngine};
 pub use tls::{CertificateFiles, ListenerConfig, ListenerTlsConfig, UpstreamTlsConfig};
 
 use crate::guid::is_guid;
-use crate::identity::EXCHANGE_AUDIENCE;
+use crate::identity::{is_exchange_audience, Issuers};
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use raw::RawConfig;
@@ -117,6 +117,10 @@ pub struct ServerSettings {
 /// Token validation and signing-key settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdentityConfig {
+    /// The issuer forms tokens must carry (from `cloud`, or set host by host).
+    pub issuers: Issuers,
+    /// Extra trust roots (PEM) for discovery and JWKS fetches, besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// Signature algorithms accepted in the token header.
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -151,6 +155,8 @@ pub enum KeySource {
     Jwks { uri: String },
     /// A JWKS document on disk (air-gapped deployments, `agentgate eval --jwks`).
     File { path: PathBuf },
+    /// A JWKS document held in memory (`agentgate eval` with the demo's dev key).
+    Inline { jwks: serde_json::Value },
 }
 
 /// The verified-token cache.
@@ -260,7 +266,7 @@ impl Config {
             }
         });
 
-        let identity = identity(raw.identity, &base, &mut problems);
+        let identity = identity(raw.identity, &base, raw.dev.is_some(), &mut problems);
         let policy = PolicyConfig {
             dir: base.join(&raw.policy.dir),
             timeout: raw.policy.timeout,
@@ -459,7 +465,43 @@ fn input_header(name: &str, problems: &mut Vec<String>) -> Option<HeaderName> {
     }
 }
 
-fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> IdentityConfig {
+/// `demo`: the configuration starts the demo's dev issuer, which alone may be reached over
+/// plain HTTP.
+fn identity(
+    raw: raw::RawIdentity,
+    base: &Path,
+    demo: bool,
+    problems: &mut Vec<String>,
+) -> IdentityConfig {
+    let authority = raw
+        .authority
+        .clone()
+        .unwrap_or_else(|| raw.cloud.authority().to_string());
+    let cloud_issuers = raw.cloud.issuers();
+    let issuers = match (&raw.v1_issuer_host, &raw.v2_issuer_host) {
+        (None, None) => cloud_issuers,
+        (v1, v2) => {
+            let default = |h: &Option<String>, which: fn(&Issuers, &str) -> String| {
+                h.clone().unwrap_or_else(|| {
+                    which(&cloud_issuers, "t")
+                        .trim_start_matches("https://")
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+            };
+            let (v1, v2) = (default(v1, Issuers::v1), default(v2, Issuers::v2));
+            for (key, host) in [("v1_issuer_host", &v1), ("v2_issuer_host", &v2)] {
+                if host.is_empty() || host.contains(['/', ':', ' ']) {
+                    problems.push(format!(
+                        "identity.{key} {host:?} must be a host name such as sts.windows.net"
+                    ));
+                }
+            }
+            Issuers::new(&v1, &v2)
+        }
+    };
     let mut algorithms = Vec::new();
     for a in &raw.algorithms {
         match Algorithm::from_str(a) {
@@ -495,9 +537,9 @@ fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> I
                 path: base.join(path),
             },
             (None, Some(uri), _) => KeySource::Jwks { uri },
-            (None, None, authority) => KeySource::Discovery {
-                authority: authority
-                    .unwrap_or_else(|| raw.authority.clone())
+            (None, None, tenant_authority) => KeySource::Discovery {
+                authority: tenant_authority
+                    .unwrap_or_else(|| authority.clone())
                     .trim_end_matches('/')
                     .to_string(),
             },
@@ -505,12 +547,18 @@ fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> I
         let url = match &keys {
             KeySource::Jwks { uri } => uri,
             KeySource::Discovery { authority } => authority,
-            KeySource::File { .. } => "file",
+            KeySource::File { .. } | KeySource::Inline { .. } => "file",
         };
-        if url != "file" && !(url.starts_with("https://") || url.starts_with("http://")) {
-            problems.push(format!(
-                "identity.tenants[{i}]: {url:?} must be an http(s) URL"
-            ));
+        let https = url.starts_with("https://");
+        let http = url.starts_with("http://");
+        if url != "file" && !https && !(http && demo) {
+            problems.push(if http {
+                format!(
+                    "identity.tenants[{i}]: {url:?} is plain HTTP: signing keys must come over https:// (only `agentgate demo` fetches its dev issuer's keys over HTTP)"
+                )
+            } else {
+                format!("identity.tenants[{i}]: {url:?} must be an https:// URL")
+            });
         }
         tenants.push(TenantConfig { id, keys });
     }
@@ -521,6 +569,8 @@ fn identity(raw: raw::RawIdentity, base: &Path, problems: &mut Vec<String>) -> I
         problems.push("identity.leeway must be at most 300s".into());
     }
     IdentityConfig {
+        issuers,
+        ca_file: raw.ca_file.map(|f| base.join(f)),
         algorithms,
         leeway: raw.leeway,
         max_token_bytes: raw.max_token_bytes,
@@ -562,9 +612,9 @@ fn route(
     let mut audiences = Vec::new();
     for a in &r.audiences {
         let a = a.trim_end_matches('/').to_string();
-        if a.eq_ignore_ascii_case(EXCHANGE_AUDIENCE) {
+        if is_exchange_audience(&a) {
             problems.push(format!(
-                "{key}: audience {EXCHANGE_AUDIENCE} is the Entra token exchange endpoint and is never accepted"
+                "{key}: audience {a} is the Entra token exchange endpoint and is never accepted"
             ));
         } else if a.is_empty() {
             problems.push(format!("{key}: empty audience"));

@@ -186,8 +186,13 @@ impl Default for RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
-    #[serde(default = "default_authority")]
-    pub authority: String,
+    #[serde(default)]
+    pub cloud: crate::identity::Cloud,
+    /// Defaults to the cloud's authority.
+    pub authority: Option<String>,
+    pub v1_issuer_host: Option<String>,
+    pub v2_issuer_host: Option<String>,
+    pub ca_file: Option<String>,
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
     #[serde(default = "default_leeway", with = "humantime_serde")]
@@ -208,9 +213,6 @@ pub struct RawIdentity {
     pub tenants: Vec<RawTenant>,
 }
 
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".into()]
 }

@@ -121,3 +121,71 @@ fn a_non_loopback_admin_listener_needs_a_token() {
         Some(Path::new("/etc/agentgate/admin.token"))
     );
 }
+
+#[test]
+fn plain_http_key_urls_are_only_for_the_demo() {
+    let http = MINIMAL.replace(
+        "[identity]",
+        "[identity]\nauthority = \"http://127.0.0.1:8400\"",
+    );
+    let err = Config::parse(&http, Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is plain HTTP"), "{err}");
+    let jwks = MINIMAL.replace(
+        "id = \"AAAAAAAA-1111-1111-1111-000000000001\"",
+        "id = \"AAAAAAAA-1111-1111-1111-000000000001\"\njwks_uri = \"http://keys.example/jwks\"",
+    );
+    assert!(Config::parse(&jwks, Path::new("a.toml")).is_err());
+    let demo = format!("{http}\n[dev]\nissuer = \"127.0.0.1:8400\"\nkey = \"dev/k.pem\"\n");
+    assert!(Config::parse(&demo, Path::new("a.toml")).is_ok());
+}
+
+#[test]
+fn the_cloud_sets_the_authority_and_the_issuer_forms() {
+    let gov = MINIMAL.replace("[identity]", "[identity]\ncloud = \"us_government\"");
+    let config = Config::parse(&gov, Path::new("a.toml")).unwrap();
+    let tid = "aaaaaaaa-1111-1111-1111-000000000001";
+    assert_eq!(
+        config.identity.tenants[0].keys,
+        KeySource::Discovery {
+            authority: "https://login.microsoftonline.us".into()
+        }
+    );
+    assert_eq!(
+        config.identity.issuers.v2(tid),
+        format!("https://login.microsoftonline.us/{tid}/v2.0")
+    );
+    let custom = MINIMAL.replace(
+        "[identity]",
+        "[identity]\nv2_issuer_host = \"login.example.test\"",
+    );
+    let config = Config::parse(&custom, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        config.identity.issuers.v1(tid),
+        format!("https://sts.windows.net/{tid}/")
+    );
+    assert_eq!(
+        config.identity.issuers.v2(tid),
+        format!("https://login.example.test/{tid}/v2.0")
+    );
+    let bad = MINIMAL.replace("[identity]", "[identity]\nv1_issuer_host = \"https://x/\"");
+    assert!(Config::parse(&bad, Path::new("a.toml")).is_err());
+}
+
+#[test]
+fn every_form_of_the_exchange_audience_is_refused_on_routes() {
+    for aud in [
+        "fb60f99c-7a34-4190-8149-302f77469936",
+        "api://AzureADTokenExchange/",
+    ] {
+        let text = MINIMAL.replace(
+            "audiences = [\"api://bbbbbbbb-2222-2222-2222-000000000001/\"]",
+            &format!("audiences = [\"{aud}\"]"),
+        );
+        let err = Config::parse(&text, Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token exchange endpoint"), "{aud}: {err}");
+    }
+}

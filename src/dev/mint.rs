@@ -1,6 +1,6 @@
 //! Minting Entra-shaped access tokens for every caller kind from a local RSA key.
 
-use crate::identity::{v1_issuer, v2_issuer, CallerKind};
+use crate::identity::{CallerKind, Issuers};
 use aws_lc_rs::digest;
 use aws_lc_rs::rsa::PublicKeyComponents;
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
@@ -107,9 +107,9 @@ impl TokenSpec {
         put(
             "iss",
             json!(if v1 {
-                v1_issuer(&self.tenant)
+                Issuers::default().v1(&self.tenant)
             } else {
-                v2_issuer(&self.tenant)
+                Issuers::default().v2(&self.tenant)
             }),
         );
         put("iat", json!(self.issued_at));

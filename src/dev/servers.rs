@@ -4,7 +4,7 @@
 //! so the same server also stands in for Entra in outage drills and integration tests
 //! (rotation, outages, hangs, oversized or malformed answers, foreign `jwks_uri`).
 
-use crate::identity::v2_issuer;
+use crate::identity::Issuers;
 use arc_swap::ArcSwap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -31,6 +31,10 @@ pub enum Fault {
     Huge = 4,
     /// Discovery names a `jwks_uri` on another host.
     ForeignJwksUri = 5,
+    /// Discovery names no `issuer`.
+    NoIssuer = 6,
+    /// Discovery names another tenant's issuer.
+    WrongIssuer = 7,
 }
 
 /// Live state of a dev issuer.
@@ -51,11 +55,22 @@ pub struct IssuerState {
     pub delay_ms: AtomicU64,
     /// The address it listens on (for `jwks_uri`).
     pub addr: SocketAddr,
+    /// `http` or `https`, as it is served (for `jwks_uri`).
+    scheme: &'static str,
 }
 
 impl IssuerState {
     /// An issuer at `addr` serving `keys`.
     pub fn new(addr: SocketAddr, keys: Vec<Value>) -> Arc<Self> {
+        Self::with_scheme(addr, keys, "http")
+    }
+
+    /// An issuer served over HTTPS (with `dev::tls::serve_tls`) at `addr`.
+    pub fn new_https(addr: SocketAddr, keys: Vec<Value>) -> Arc<Self> {
+        Self::with_scheme(addr, keys, "https")
+    }
+
+    fn with_scheme(addr: SocketAddr, keys: Vec<Value>, scheme: &'static str) -> Arc<Self> {
         Arc::new(Self {
             keys: ArcSwap::from_pointee(keys),
             up: AtomicBool::new(true),
@@ -66,6 +81,7 @@ impl IssuerState {
             max_in_flight: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
             addr,
+            scheme,
         })
     }
 
@@ -81,6 +97,8 @@ impl IssuerState {
             3 => Fault::Malformed,
             4 => Fault::Huge,
             5 => Fault::ForeignJwksUri,
+            6 => Fault::NoIssuer,
+            7 => Fault::WrongIssuer,
             _ => Fault::None,
         }
     }
@@ -111,7 +129,7 @@ impl IssuerState {
                 )
                     .into_response(),
             ),
-            Fault::None | Fault::ForeignJwksUri => None,
+            Fault::None | Fault::ForeignJwksUri | Fault::NoIssuer | Fault::WrongIssuer => None,
         }
     }
 }
@@ -144,12 +162,21 @@ async fn discovery(State(s): State<Arc<IssuerState>>, Path(tid): Path<String>) -
     } else {
         s.addr.to_string()
     };
-    Json(json!({
-        "issuer": v2_issuer(&tid),
-        "jwks_uri": format!("http://{host}/{tid}/discovery/v2.0/keys"),
+    let mut doc = json!({
+        "issuer": Issuers::default().v2(&tid),
+        "jwks_uri": format!("{}://{host}/{tid}/discovery/v2.0/keys", s.scheme),
         "id_token_signing_alg_values_supported": ["RS256"],
-    }))
-    .into_response()
+    });
+    match s.fault() {
+        Fault::NoIssuer => {
+            doc.as_object_mut().map(|d| d.remove("issuer"));
+        }
+        Fault::WrongIssuer => {
+            doc["issuer"] = json!(Issuers::default().v2("aaaaaaaa-1111-1111-1111-0000000000ff"));
+        }
+        _ => {}
+    }
+    Json(doc).into_response()
 }
 
 async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {

@@ -105,10 +105,14 @@ impl Caller {
     }
 }
 
-/// Parses a space-separated facet claim into a sorted set; any non-integer fails it.
+/// Parses a space-separated facet claim into a sorted set; anything but plain decimal
+/// digits (a sign, say, which `u32::from_str` would take) fails it.
 pub fn parse_facets(claim: Option<&str>) -> Result<Vec<u32>, TokenError> {
     let mut out = Vec::new();
     for part in claim.unwrap_or("").split_ascii_whitespace() {
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TokenError::MalformedAgentClaims);
+        }
         out.push(
             part.parse::<u32>()
                 .map_err(|_| TokenError::MalformedAgentClaims)?,
@@ -122,7 +126,7 @@ pub fn parse_facets(claim: Option<&str>) -> Result<Vec<u32>, TokenError> {
 /// Classifies a claims document without verifying anything: for tools that explain a token
 /// (`token decode`) and for benchmarks. The gateway itself only classifies verified tokens.
 pub fn classify_unverified(claims_json: &[u8]) -> Result<Caller, TokenError> {
-    let claims: Claims = serde_json::from_slice(claims_json).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = super::claims::from_json_object(claims_json)?;
     let tenant: Arc<str> = Arc::from(claims.tid.as_deref().ok_or(TokenError::MissingClaim)?);
     let actor = match claims.ver.as_deref() {
         Some("1.0") => claims.appid.as_deref(),

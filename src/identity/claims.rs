@@ -162,3 +162,36 @@ mod tests {
         assert!(serde_json::from_str::<Claims>("{\"oid\":5}").is_err());
     }
 }
+
+/// Parses a JOSE header or a claims set, which must be a JSON object (RFC 7515 §4, RFC 7519
+/// §7.2): serde's derived structs would also read a JSON array, positionally.
+pub(crate) fn from_json_object<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+) -> Result<T, super::TokenError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(super::TokenError::Malformed);
+    }
+    serde_json::from_slice(bytes).map_err(|_| super::TokenError::Malformed)
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_claims_must_be_json_objects() {
+        assert!(from_json_object::<Header>(br#"{"alg":"RS256","kid":"k"}"#).is_ok());
+        assert!(from_json_object::<Header>(br#"  {"alg":"RS256"}"#).is_ok());
+        for bad in [
+            &br#"["RS256",null,"kid1"]"#[..],
+            b"",
+            b" ",
+            b"\"RS256\"",
+            b"[]",
+        ] {
+            assert!(from_json_object::<Header>(bad).is_err(), "{bad:?}");
+            assert!(from_json_object::<Claims>(bad).is_err(), "{bad:?}");
+        }
+    }
+}

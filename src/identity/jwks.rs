@@ -4,6 +4,7 @@
 //! discovery host, and only RSA signing keys survive parsing. Nothing here ever follows an
 //! address taken from a token.
 
+use super::Issuers;
 use crate::config::KeySource;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -41,20 +42,41 @@ pub enum KeyFetchError {
     ForeignJwksUri { url: String, jwks_uri: String },
     #[error("discovery document at {url} is for issuer {issuer}, not this tenant")]
     WrongIssuer { url: String, issuer: String },
+    #[error("discovery document at {url} names no issuer")]
+    MissingIssuer { url: String },
     #[error("JWKS at {url} holds no usable RSA signing key")]
     NoUsableKeys { url: String },
+}
+
+/// What makes a key usable for one tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRules<'a> {
+    pub tenant: &'a str,
+    /// The algorithms tokens may use; a JWK pinned to another is not kept.
+    pub algorithms: &'a [Algorithm],
+    /// The cloud's issuer forms: discovery must name the tenant's v2 issuer, and a JWK that
+    /// names an issuer must name one of the tenant's.
+    pub issuers: &'a Issuers,
 }
 
 /// Fetches discovery (when configured) and the JWKS, and parses the keys.
 pub async fn fetch_keys(
     client: &reqwest::Client,
-    tenant: &str,
     source: &KeySource,
-    allowed: &[Algorithm],
+    rules: KeyRules<'_>,
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<KeyMap, KeyFetchError> {
+    let tenant = rules.tenant;
     let jwks_uri = match source {
+        KeySource::Inline { jwks } => {
+            let doc: JwksDocument =
+                serde_json::from_value(jwks.clone()).map_err(|e| KeyFetchError::Json {
+                    url: "inline".into(),
+                    message: e.to_string(),
+                })?;
+            return usable_keys(doc, "inline".into(), rules);
+        }
         KeySource::File { path } => {
             let url = path.display().to_string();
             let text = std::fs::read(path).map_err(|e| KeyFetchError::Transport {
@@ -66,19 +88,21 @@ pub async fn fetch_keys(
                     url: url.clone(),
                     message: e.to_string(),
                 })?;
-            return usable_keys(doc, url, tenant, allowed);
+            return usable_keys(doc, url, rules);
         }
         KeySource::Jwks { uri } => uri.clone(),
         KeySource::Discovery { authority } => {
             let url = format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration");
             let doc: Discovery = get_json(client, &url, max_bytes, timeout).await?;
-            if let Some(issuer) = &doc.issuer {
-                if issuer != &super::v2_issuer(tenant) {
+            match &doc.issuer {
+                None => return Err(KeyFetchError::MissingIssuer { url }),
+                Some(issuer) if !rules.issuers.is_v2(issuer, tenant) => {
                     return Err(KeyFetchError::WrongIssuer {
                         url,
                         issuer: issuer.clone(),
-                    });
+                    })
                 }
+                Some(_) => {}
             }
             if origin(&doc.jwks_uri) != origin(authority) {
                 return Err(KeyFetchError::ForeignJwksUri {
@@ -90,17 +114,16 @@ pub async fn fetch_keys(
         }
     };
     let doc: JwksDocument = get_json(client, &jwks_uri, max_bytes, timeout).await?;
-    usable_keys(doc, jwks_uri, tenant, allowed)
+    usable_keys(doc, jwks_uri, rules)
 }
 
 /// The usable keys of a JWKS document; none at all is a failed fetch.
 fn usable_keys(
     doc: JwksDocument,
     url: String,
-    tenant: &str,
-    allowed: &[Algorithm],
+    rules: KeyRules<'_>,
 ) -> Result<KeyMap, KeyFetchError> {
-    let keys = parse_jwks(doc, tenant, allowed);
+    let keys = parse_jwks(doc, rules);
     if keys.is_empty() {
         return Err(KeyFetchError::NoUsableKeys { url });
     }
@@ -193,7 +216,8 @@ struct Jwk {
 }
 
 /// Keeps the RSA signature keys that fit this tenant and the allowed algorithms.
-pub fn parse_jwks(doc: JwksDocument, tenant: &str, allowed: &[Algorithm]) -> KeyMap {
+pub fn parse_jwks(doc: JwksDocument, rules: KeyRules<'_>) -> KeyMap {
+    let (tenant, allowed) = (rules.tenant, rules.algorithms);
     let mut out = KeyMap::new();
     for raw in doc.keys {
         let Ok(jwk) = serde_json::from_value::<Jwk>(raw) else {
@@ -217,7 +241,7 @@ pub fn parse_jwks(doc: JwksDocument, tenant: &str, allowed: &[Algorithm]) -> Key
         // Multi-tenant key sets carry a templated issuer; a concrete one must be this tenant's.
         if let Some(issuer) = &jwk.issuer {
             let issuer = issuer.replace("{tenantid}", tenant);
-            if issuer != super::v2_issuer(tenant) && issuer != super::v1_issuer(tenant) {
+            if !rules.issuers.is_v2(&issuer, tenant) && !rules.issuers.is_v1(&issuer, tenant) {
                 continue;
             }
         }

@@ -5,7 +5,8 @@
 //! key set takes the per-tenant fetch lock, and the fetch itself is single-flight and rate
 //! limited, so a flood of unknown `kid`s costs at most one fetch per interval.
 
-use super::jwks::{fetch_keys, KeyMap, SigningKey};
+use super::jwks::{fetch_keys, KeyMap, KeyRules, SigningKey};
+use super::Issuers;
 use super::TokenError;
 use crate::config::{IdentityConfig, KeySource};
 use arc_swap::ArcSwapOption;
@@ -15,6 +16,24 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
+
+/// Why the key store could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    #[error("failed to read identity.ca_file {path}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("identity.ca_file {path} holds no usable PEM certificate")]
+    CaCertificates {
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("failed to build the HTTP client for key fetches")]
+    Client(#[source] reqwest::Error),
+}
 
 /// The key sets of every trusted tenant.
 pub struct KeyStore {
@@ -26,6 +45,7 @@ pub struct KeyStore {
 
 struct Settings {
     algorithms: Vec<Algorithm>,
+    issuers: Issuers,
     refresh_interval: Duration,
     min_refetch_interval: Duration,
     max_key_age: Duration,
@@ -80,13 +100,26 @@ pub struct TenantKeyStatus {
 
 impl KeyStore {
     /// Builds the store for the configured tenants; nothing is fetched yet.
-    pub fn new(cfg: &IdentityConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    pub fn new(cfg: &IdentityConfig) -> Result<Self, KeyStoreError> {
+        let mut client = reqwest::Client::builder()
             .connect_timeout(cfg.fetch_timeout)
             .timeout(cfg.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .build()?;
+            .pool_max_idle_per_host(0);
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|source| KeyStoreError::CaFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                KeyStoreError::CaCertificates {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+            client = client.tls_certs_merge(roots);
+        }
+        let client = client.build().map_err(KeyStoreError::Client)?;
         let tenants: Vec<Arc<TenantKeys>> = cfg
             .tenants
             .iter()
@@ -113,6 +146,7 @@ impl KeyStore {
             client,
             settings: Settings {
                 algorithms: cfg.algorithms.clone(),
+                issuers: cfg.issuers.clone(),
                 refresh_interval: cfg.refresh_interval,
                 min_refetch_interval: cfg.min_refetch_interval,
                 max_key_age: cfg.max_key_age,
@@ -194,11 +228,15 @@ impl KeyStore {
 
     async fn fetch_locked(&self, tenant: &TenantKeys, state: &mut FetchState, why: &str) {
         state.last_attempt = Some(Instant::now());
+        let rules = KeyRules {
+            tenant: &tenant.tenant,
+            algorithms: &self.settings.algorithms,
+            issuers: &self.settings.issuers,
+        };
         let result = fetch_keys(
             &self.client,
-            &tenant.tenant,
             &tenant.source,
-            &self.settings.algorithms,
+            rules,
             self.settings.max_response_bytes,
             self.settings.fetch_timeout,
         )

@@ -5,10 +5,10 @@
 //! garbage costs little; nothing in this module logs or returns token content.
 
 use super::caller::{classify, Caller};
-use super::claims::{Claims, Header, TimeClaim};
+use super::claims::{from_json_object, Claims, Header, TimeClaim};
 use super::jwks::SigningKey;
 use super::keys::KeyStore;
-use super::{v1_issuer, v2_issuer, TokenError, EXCHANGE_AUDIENCE};
+use super::{is_exchange_audience, Issuers, TokenError};
 use crate::config::IdentityConfig;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -205,6 +205,7 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, Token
 pub struct TokenValidator {
     keys: Arc<KeyStore>,
     algorithms: Vec<Algorithm>,
+    issuers: Issuers,
     leeway: u64,
 }
 
@@ -213,6 +214,7 @@ impl TokenValidator {
         Self {
             keys,
             algorithms: cfg.algorithms.clone(),
+            issuers: cfg.issuers.clone(),
             leeway: cfg.leeway.as_secs(),
         }
     }
@@ -258,18 +260,14 @@ impl TokenValidator {
     ) -> Result<VerifiedToken, TokenError> {
         let jws = parse_compact(token, &self.algorithms)?;
         let kid = jws.kid.clone().ok_or(TokenError::Malformed)?;
-        let claims: Claims =
-            serde_json::from_slice(&jws.payload()?).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = from_json_object(&jws.payload()?)?;
 
         // Tenant, issuer and audience before any RSA work: garbage must stay cheap.
         let tid = claims.tid.as_deref().ok_or(TokenError::MissingClaim)?;
         let tenant = self.keys.tenant(tid).ok_or(TokenError::TenantNotAllowed)?;
-        let version = check_issuer(&claims, tid)?;
+        let version = check_issuer(&claims, tid, &self.issuers)?;
         let audience = claims.aud.as_deref().ok_or(TokenError::MissingClaim)?;
-        if audience
-            .trim_end_matches('/')
-            .eq_ignore_ascii_case(EXCHANGE_AUDIENCE)
-        {
+        if is_exchange_audience(audience) {
             return Err(TokenError::ExchangeAudience);
         }
         let (exp, nbf, iat) = time_claims(&claims)?;
@@ -310,16 +308,17 @@ impl TokenValidator {
 
 fn decode_json<T: for<'de> serde::Deserialize<'de>>(segment: &str) -> Result<T, TokenError> {
     let bytes = B64URL.decode(segment).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+    from_json_object(&bytes)
 }
 
-/// `iss` must be exactly the v1 or v2 form for the token's own `tid`, and `ver` must agree.
-fn check_issuer(claims: &Claims, tid: &str) -> Result<TokenVersion, TokenError> {
+/// `iss` must be exactly the cloud's v1 or v2 form for the token's own `tid`, and `ver` must
+/// agree.
+fn check_issuer(claims: &Claims, tid: &str, issuers: &Issuers) -> Result<TokenVersion, TokenError> {
     let iss = claims.iss.as_deref().ok_or(TokenError::MissingClaim)?;
     let ver = claims.ver.as_deref().ok_or(TokenError::MissingClaim)?;
-    if iss == v1_issuer(tid) && ver == "1.0" {
+    if issuers.is_v1(iss, tid) && ver == "1.0" {
         Ok(TokenVersion::V1)
-    } else if iss == v2_issuer(tid) && ver == "2.0" {
+    } else if issuers.is_v2(iss, tid) && ver == "2.0" {
         Ok(TokenVersion::V2)
     } else {
         Err(TokenError::BadIssuer)

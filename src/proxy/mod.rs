@@ -32,8 +32,8 @@ pub enum StartError {
         dir: String,
         source: PolicyLoadError,
     },
-    #[error("failed to build the HTTP client for key fetches")]
-    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::identity::keys::KeyStoreError),
     #[error("failed to build an upstream balancer")]
     Upstream(#[from] std::io::Error),
     #[error("failed to register metrics")]

@@ -610,7 +610,35 @@ fn json_serialization(k: &Kit) -> Attacks {
     ]
     .into_iter()
     .map(|(what, token)| attack(what, token, MALFORMED))
+    .chain(json_arrays(k))
     .collect()
+}
+
+/// A header or claims set as a JSON array with the right values in field order: serde's
+/// derived structs read arrays positionally, RFC 7515 and 7519 require objects.
+fn json_arrays(k: &Kit) -> Attacks {
+    let kid = &k.key.kid;
+    let header = Value::Object(k.header()).to_string();
+    let payload = Value::Object(k.claims()).to_string();
+    let as_array =
+        |obj: &Map<String, Value>| Value::Array(obj.values().cloned().collect()).to_string();
+    vec![
+        attack(
+            "header as a JSON array [alg, typ, kid]",
+            k.sign_raw(&format!(r#"["RS256",null,"{kid}"]"#), &payload),
+            MALFORMED,
+        ),
+        attack(
+            "claims set as a JSON array",
+            k.sign_raw(&header, &as_array(&k.claims())),
+            MALFORMED,
+        ),
+        attack(
+            "header as a JSON string",
+            k.sign_raw("\"RS256\"", &payload),
+            MALFORMED,
+        ),
+    ]
 }
 
 // === Duplicate JSON names ===
@@ -789,6 +817,26 @@ fn audiences(k: &Kit) -> Attacks {
         (
             "token exchange upper-cased with a trailing slash",
             Some(json!(format!("{exchange_upper}/"))),
+            EXCHANGE_AUDIENCE,
+        ),
+        (
+            "token exchange as an App ID URI",
+            Some(json!("api://AzureADTokenExchange")),
+            EXCHANGE_AUDIENCE,
+        ),
+        (
+            "token exchange as an App ID URI, lower-cased, trailing slash",
+            Some(json!("api://azureadtokenexchange/")),
+            EXCHANGE_AUDIENCE,
+        ),
+        (
+            "US Government token exchange App ID URI",
+            Some(json!("api://AzureADTokenExchangeUSGov")),
+            EXCHANGE_AUDIENCE,
+        ),
+        (
+            "China token exchange App ID URI",
+            Some(json!("api://AzureADTokenExchangeChina")),
             EXCHANGE_AUDIENCE,
         ),
         ("Graph app id", Some(json!(GRAPH)), INVALID_AUDIENCE),
@@ -1013,6 +1061,11 @@ fn agent_facets(k: &Kit) -> Attacks {
         (
             "act 11.0",
             k.with(&[("xms_act_fct", json!("11.0"))]),
+            MALFORMED_AGENT_CLAIMS,
+        ),
+        (
+            "act +11 (a sign u32 parsing would take)",
+            k.with(&[("xms_act_fct", json!("3 +11"))]),
             MALFORMED_AGENT_CLAIMS,
         ),
         (

@@ -320,3 +320,57 @@ fn help_has_examples_and_completions_are_generated() {
     );
     assert!(Path::new(env!("CARGO_BIN_EXE_agentgate")).exists());
 }
+
+/// `serve` never trusts the committed dev key: a configuration with `[dev]` is the demo's.
+/// With it, `eval` verifies demo tokens against the dev key itself, so the documented
+/// policy-editing loop (`token mint`, then `eval`) works without the demo running.
+#[test]
+fn serve_refuses_the_demo_configuration_and_eval_verifies_demo_tokens_offline() {
+    let serve = agentgate(&["serve", "--config", "config/agentgate.toml"]);
+    assert_eq!(serve.status.code(), Some(1), "{}", text(&serve));
+    assert!(
+        text(&serve).contains("[dev] section") && text(&serve).contains("agentgate demo"),
+        "{}",
+        text(&serve)
+    );
+    let minted = agentgate(&[
+        "token",
+        "mint",
+        "--kind",
+        "agent_app",
+        "--client",
+        AGENT_EMEA,
+        "--blueprint",
+        BP_SALES,
+        "--role",
+        "Orders.Read.All",
+    ]);
+    assert_eq!(minted.status.code(), Some(0), "{}", text(&minted));
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    // Nothing listens on the dev issuer's port: the key must come from the dev key file.
+    assert!(std::net::TcpStream::connect("127.0.0.1:8400").is_err());
+    for (method, status, reason) in [
+        ("GET", 200, "allowed"),
+        ("DELETE", 403, "route_not_allowed"),
+    ] {
+        let out = agentgate(&[
+            "eval",
+            "--token",
+            &token,
+            "--method",
+            method,
+            "--path",
+            "/orders/42",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["verified"], true);
+        assert_eq!(
+            (report["status"].as_u64(), report["reason"].as_str()),
+            (Some(status), Some(reason)),
+            "{report}"
+        );
+    }
+}

@@ -158,3 +158,45 @@ where
     }
     out
 }
+
+/// A discovery document must name this tenant's issuer: one that names none, or another
+/// tenant's, is not trusted for keys, whatever its JWKS holds.
+#[test]
+fn keys_are_taken_only_from_discovery_that_names_the_tenants_issuer() {
+    let (primary, rotated) = (key("primary"), key("rotated"));
+    let servers = Servers::start(&[&primary]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            identity_extra: "min_refetch_interval = \"0s\"".into(),
+            ..Default::default()
+        },
+    );
+    // The rotated key is published, but discovery does not vouch for it.
+    servers.publish(&[&primary, &rotated]);
+    for (n, fault) in [Fault::NoIssuer, Fault::WrongIssuer]
+        .into_iter()
+        .enumerate()
+    {
+        servers.issuer.set_fault(fault);
+        let before = servers.jwks_requests();
+        gw.call(
+            "GET",
+            "/orders/1",
+            Some(&fresh_token(&rotated, &format!("issuer-fault-{n}"))),
+        )
+        .assert_denied(401, "unknown_key");
+        assert_eq!(
+            servers.jwks_requests(),
+            before,
+            "{fault:?}: the JWKS was fetched after a discovery document that did not vouch for it"
+        );
+    }
+    servers.issuer.set_fault(Fault::None);
+    gw.call(
+        "GET",
+        "/orders/1",
+        Some(&fresh_token(&rotated, "issuer-fault-recovered")),
+    )
+    .assert_allowed();
+}

@@ -1,6 +1,7 @@
 //! The test harness: keys, the issuer, the echo upstream, and gateway processes.
 
-use agentgate::dev::servers::{serve_issuer, serve_sample_api, IssuerState};
+use agentgate::dev::servers::{issuer_router, serve_sample_api, IssuerState};
+use agentgate::dev::tls::{serve_tls, IssuedCert, TestCa};
 use agentgate::dev::{SigningIdentity, TokenSpec};
 use agentgate::identity::CallerKind;
 use serde_json::{Map, Value};
@@ -71,7 +72,20 @@ pub fn spec(kind: CallerKind) -> TokenSpec {
     }
 }
 
-/// Serves the issuer and the echo upstream on a runtime of their own.
+/// The CA the test issuers' HTTPS certificates chain to (one per test process).
+pub fn issuer_ca() -> &'static TestCa {
+    static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| TestCa::named("agentgate test issuer CA").unwrap())
+}
+
+/// The certificate every test issuer serves: 127.0.0.1 and localhost, from [`issuer_ca`].
+fn issuer_certificate() -> &'static IssuedCert {
+    static CERT: std::sync::OnceLock<IssuedCert> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| issuer_ca().issue(&["127.0.0.1", "localhost"]).unwrap())
+}
+
+/// Serves the issuer (over HTTPS, see [`issuer_ca`]) and the echo upstream on a runtime of
+/// their own.
 pub struct Servers {
     pub issuer: Arc<IssuerState>,
     pub upstream: SocketAddr,
@@ -89,12 +103,13 @@ impl Servers {
         let (issuer, upstream) = runtime.block_on(async {
             let il = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let ul = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let state = IssuerState::new(
+            let state = IssuerState::new_https(
                 il.local_addr().unwrap(),
                 keys.iter().map(|k| k.jwk.clone()).collect(),
             );
             let upstream = ul.local_addr().unwrap();
-            tokio::spawn(serve_issuer(il, state.clone()));
+            let tls = issuer_certificate().server_config(None).unwrap();
+            tokio::spawn(serve_tls(il, tls, issuer_router(state.clone())));
             tokio::spawn(serve_sample_api(ul));
             (state, upstream)
         });
@@ -273,7 +288,8 @@ address = "127.0.0.1:{admin_port}"
 {admin_extra}
 
 [identity]
-authority = "http://{issuer}"
+authority = "https://{issuer}"
+ca_file = "issuer-ca.pem"
 fetch_timeout = "2s"
 {identity_extra}
 
@@ -320,6 +336,7 @@ audiences = ["{API_URI}", "{API}"]
         ) + &spec.extra_config;
         let config_path = dir.path().join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
+        std::fs::write(dir.path().join("issuer-ca.pem"), &issuer_ca().cert_pem).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .args(["serve", "--config"])
             .arg(&config_path)

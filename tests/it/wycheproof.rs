@@ -3,8 +3,9 @@
 //! RS256 is ever accepted.
 
 use crate::support::repo;
-use agentgate::identity::jwks::{parse_jwks, JwksDocument, KeyMap};
+use agentgate::identity::jwks::{parse_jwks, JwksDocument, KeyMap, KeyRules};
 use agentgate::identity::token::{parse_compact, verify_signature};
+use agentgate::identity::Issuers;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
@@ -26,8 +27,11 @@ fn keys_from(jwk: Option<&Value>) -> KeyMap {
     let doc: JwksDocument = serde_json::from_value(json!({"keys": [jwk]})).unwrap();
     parse_jwks(
         doc,
-        "aaaaaaaa-1111-1111-1111-000000000001",
-        &[Algorithm::RS256],
+        KeyRules {
+            tenant: "aaaaaaaa-1111-1111-1111-000000000001",
+            algorithms: &[Algorithm::RS256],
+            issuers: &Issuers::default(),
+        },
     )
 }
 

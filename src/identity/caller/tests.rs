@@ -90,6 +90,8 @@ fn facets_are_integer_sets_and_unknown_values_are_kept() {
     assert_eq!(parse_facets(Some("28 7 7 2")).unwrap(), vec![2, 7, 28]);
     assert_eq!(parse_facets(None).unwrap(), Vec::<u32>::new());
     assert!(parse_facets(Some("1.5")).is_err());
+    assert!(parse_facets(Some("+11")).is_err());
+    assert!(parse_facets(Some("11 -3")).is_err());
 }
 
 #[test]

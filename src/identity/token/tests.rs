@@ -67,24 +67,73 @@ fn issuer_must_match_tid_and_version() {
         serde_json::from_value(serde_json::json!({"iss": iss, "ver": ver})).unwrap()
     };
     assert_eq!(
-        check_issuer(&claims(v1_issuer(tid), "1.0"), tid),
+        check_issuer(
+            &claims(Issuers::default().v1(tid), "1.0"),
+            tid,
+            &Issuers::default()
+        ),
         Ok(TokenVersion::V1)
     );
     assert_eq!(
-        check_issuer(&claims(v2_issuer(tid), "2.0"), tid),
+        check_issuer(
+            &claims(Issuers::default().v2(tid), "2.0"),
+            tid,
+            &Issuers::default()
+        ),
         Ok(TokenVersion::V2)
     );
     assert_eq!(
-        check_issuer(&claims(v2_issuer(tid), "1.0"), tid),
+        check_issuer(
+            &claims(Issuers::default().v2(tid), "1.0"),
+            tid,
+            &Issuers::default()
+        ),
         Err(TokenError::BadIssuer)
     );
     assert_eq!(
-        check_issuer(&claims(format!("{}x", v1_issuer(tid)), "1.0"), tid),
+        check_issuer(
+            &claims(format!("{}x", Issuers::default().v1(tid)), "1.0"),
+            tid,
+            &Issuers::default()
+        ),
         Err(TokenError::BadIssuer)
     );
     assert_eq!(
-        check_issuer(&claims(v1_issuer("other"), "1.0"), tid),
+        check_issuer(
+            &claims(Issuers::default().v1("other"), "1.0"),
+            tid,
+            &Issuers::default()
+        ),
         Err(TokenError::BadIssuer)
+    );
+}
+
+#[test]
+fn another_clouds_issuers_are_accepted_only_where_configured() {
+    let tid = "aaaaaaaa-1111-1111-1111-000000000001";
+    let claims = |iss: String, ver: &str| -> Claims {
+        serde_json::from_value(serde_json::json!({"iss": iss, "ver": ver})).unwrap()
+    };
+    let gov = crate::identity::Cloud::UsGovernment.issuers();
+    let public = Issuers::default();
+    let gov_v2 = format!("https://login.microsoftonline.us/{tid}/v2.0");
+    assert_eq!(
+        check_issuer(&claims(gov_v2.clone(), "2.0"), tid, &gov),
+        Ok(TokenVersion::V2)
+    );
+    assert_eq!(
+        check_issuer(&claims(gov_v2, "2.0"), tid, &public),
+        Err(TokenError::BadIssuer)
+    );
+    assert_eq!(
+        check_issuer(&claims(public.v2(tid), "2.0"), tid, &gov),
+        Err(TokenError::BadIssuer)
+    );
+    let custom = Issuers::new("sts.example.test", "login.example.test");
+    let custom_v1 = format!("https://sts.example.test/{tid}/");
+    assert_eq!(
+        check_issuer(&claims(custom_v1, "1.0"), tid, &custom),
+        Ok(TokenVersion::V1)
     );
 }
 
