@@ -24,7 +24,7 @@ pub mod signature;
 
 pub use build::build_bundle;
 pub use manifest::BundleManifest;
-pub use signature::{SignatureAlg, SigningKey, Verification, VerificationKey};
+pub use signature::{SigningKey, Verification, VerificationKey};
 
 use crate::policy::files::{PolicyFiles, SourceFile};
 use archive::BundleEntry;

@@ -23,37 +23,10 @@ pub const SIGNATURES_FILE: &str = ".signatures.json";
 /// The one hash algorithm accepted in a signature's file list.
 const SHA_256: &str = "SHA-256";
 
-/// The JWS algorithms a bundle may be signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SignatureAlg {
-    RS256,
-    ES256,
-}
-
-impl SignatureAlg {
-    fn jws(self) -> Algorithm {
-        match self {
-            Self::RS256 => Algorithm::RS256,
-            Self::ES256 => Algorithm::ES256,
-        }
-    }
-}
-
-impl std::str::FromStr for SignatureAlg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "RS256" => Ok(Self::RS256),
-            "ES256" => Ok(Self::ES256),
-            other => Err(format!("{other:?} is not supported: use RS256 or ES256")),
-        }
-    }
-}
-
 /// A public key that bundle signatures must verify with.
 #[derive(Clone)]
 pub struct VerificationKey {
-    alg: SignatureAlg,
+    alg: Algorithm,
     key: DecodingKey,
 }
 
@@ -66,11 +39,17 @@ impl std::fmt::Debug for VerificationKey {
 }
 
 impl VerificationKey {
-    /// Reads a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY` for RS256) for `alg`.
-    pub fn from_pem(pem: &[u8], alg: SignatureAlg) -> Result<Self, BundleError> {
+    /// Reads a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY` for RS256) for `alg`:
+    /// RS256 or ES256.
+    pub fn from_pem(pem: &[u8], alg: Algorithm) -> Result<Self, BundleError> {
         let key = match alg {
-            SignatureAlg::RS256 => DecodingKey::from_rsa_pem(pem),
-            SignatureAlg::ES256 => DecodingKey::from_ec_pem(pem),
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+            other => {
+                return Err(BundleError::Key {
+                    message: format!("{other:?} is not supported: use RS256 or ES256"),
+                })
+            }
         }
         .map_err(|e| BundleError::Key {
             message: format!("not a {alg:?} public key in PEM form ({e})"),
@@ -93,7 +72,7 @@ pub enum Verification {
 
 /// A private key that signs bundles (`agentgate bundle build --signing-key`).
 pub struct SigningKey {
-    alg: SignatureAlg,
+    alg: Algorithm,
     key: EncodingKey,
 }
 
@@ -101,15 +80,15 @@ impl SigningKey {
     /// Reads a PEM private key: RSA (RS256) or P-256 in PKCS#8 (ES256).
     pub fn from_pem(pem: &[u8]) -> Result<Self, BundleError> {
         let candidates = [
-            (SignatureAlg::RS256, EncodingKey::from_rsa_pem(pem)),
-            (SignatureAlg::ES256, EncodingKey::from_ec_pem(pem)),
+            (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)),
+            (Algorithm::ES256, EncodingKey::from_ec_pem(pem)),
         ];
         // A public key also parses as an encoding key; only a trial signature tells.
         candidates
             .into_iter()
             .find_map(|(alg, key)| {
                 let key = key.ok()?;
-                jsonwebtoken::crypto::sign(b"probe", &key, alg.jws()).ok()?;
+                jsonwebtoken::crypto::sign(b"probe", &key, alg).ok()?;
                 Some(Self { alg, key })
             })
             .ok_or_else(|| BundleError::Key {
@@ -118,7 +97,7 @@ impl SigningKey {
     }
 
     /// The algorithm this key signs with.
-    pub fn alg(&self) -> SignatureAlg {
+    pub fn alg(&self) -> Algorithm {
         self.alg
     }
 }
@@ -184,12 +163,11 @@ pub fn sign(entries: &[BundleEntry], key: &SigningKey) -> Result<Vec<u8>, Bundle
         keyid: None,
         scope: None,
     };
-    let jwt =
-        jsonwebtoken::encode(&Header::new(key.alg.jws()), &payload, &key.key).map_err(|e| {
-            BundleError::Key {
-                message: format!("signing failed: {e}"),
-            }
-        })?;
+    let jwt = jsonwebtoken::encode(&Header::new(key.alg), &payload, &key.key).map_err(|e| {
+        BundleError::Key {
+            message: format!("signing failed: {e}"),
+        }
+    })?;
     serde_json::to_vec_pretty(&SignaturesFile {
         signatures: vec![jwt],
     })
@@ -213,7 +191,7 @@ pub fn verify(
             file.signatures.len()
         )));
     };
-    let mut validation = Validation::new(key.alg.jws());
+    let mut validation = Validation::new(key.alg);
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -285,7 +263,7 @@ mod tests {
     fn rsa() -> (SigningKey, VerificationKey) {
         (
             SigningKey::from_pem(&pem("primary.pem")).unwrap(),
-            VerificationKey::from_pem(&pem("primary.pub.pem"), SignatureAlg::RS256).unwrap(),
+            VerificationKey::from_pem(&pem("primary.pub.pem"), Algorithm::RS256).unwrap(),
         )
     }
 
@@ -299,14 +277,14 @@ mod tests {
     #[test]
     fn signed_bundles_verify_with_rs256_and_es256() {
         let (signer, verifier) = rsa();
-        assert_eq!(signer.alg(), SignatureAlg::RS256);
+        assert_eq!(signer.alg(), Algorithm::RS256);
         let sig = sign(&entries(), &signer).unwrap();
         verify(&sig, &entries(), &verifier).unwrap();
 
         let ec = SigningKey::from_pem(&pem("bundle-ec.pem")).unwrap();
-        assert_eq!(ec.alg(), SignatureAlg::ES256);
+        assert_eq!(ec.alg(), Algorithm::ES256);
         let ec_pub =
-            VerificationKey::from_pem(&pem("bundle-ec.pub.pem"), SignatureAlg::ES256).unwrap();
+            VerificationKey::from_pem(&pem("bundle-ec.pub.pem"), Algorithm::ES256).unwrap();
         verify(&sign(&entries(), &ec).unwrap(), &entries(), &ec_pub).unwrap();
         // The configured algorithm decides, never the token's header.
         assert!(message(verify(&sig, &entries(), &ec_pub)).contains("does not verify"));
@@ -432,20 +410,23 @@ mod tests {
     #[test]
     fn keys_of_the_wrong_kind_are_refused_clearly() {
         assert!(matches!(
-            VerificationKey::from_pem(&pem("bundle-ec.pub.pem"), SignatureAlg::RS256),
+            VerificationKey::from_pem(&pem("bundle-ec.pub.pem"), Algorithm::RS256),
             Err(BundleError::Key { .. })
         ));
         assert!(matches!(
-            VerificationKey::from_pem(b"not a key", SignatureAlg::ES256),
+            VerificationKey::from_pem(b"not a key", Algorithm::ES256),
             Err(BundleError::Key { .. })
         ));
         assert!(matches!(
             SigningKey::from_pem(&pem("primary.pub.pem")),
             Err(BundleError::Key { .. })
         ));
-        assert_eq!(
-            "RS384".parse::<SignatureAlg>().unwrap_err(),
-            "\"RS384\" is not supported: use RS256 or ES256"
-        );
+        match VerificationKey::from_pem(&pem("primary.pub.pem"), Algorithm::RS384) {
+            Err(e) => assert_eq!(
+                e.to_string(),
+                "signing key: RS384 is not supported: use RS256 or ES256"
+            ),
+            Ok(_) => panic!("RS384 accepted"),
+        }
     }
 }

@@ -23,7 +23,8 @@ fn load(bytes: &[u8], verification: &Verification) -> Result<LoadedBundle, Bundl
 
 fn rsa_verification() -> Verification {
     Verification::Key(
-        VerificationKey::from_pem(&key_pem("primary.pub.pem"), SignatureAlg::RS256).unwrap(),
+        VerificationKey::from_pem(&key_pem("primary.pub.pem"), jsonwebtoken::Algorithm::RS256)
+            .unwrap(),
     )
 }
 
