@@ -14,13 +14,15 @@
 //! ([`crate::policy::PolicySnapshot::from_files`]), after refusing hostile archives
 //! ([`archive`]), checking the signature before anything is parsed, and checking that every
 //! package and data document lies under the manifest's roots. [`build`] goes the other way,
-//! from a policy directory to a deterministic bundle.
+//! from a policy directory to a deterministic bundle. [`source::BundleSource`] polls a
+//! file or a URL and hands each new bundle to the caller.
 
 pub mod archive;
 pub mod build;
 pub mod canonical;
 pub mod manifest;
 pub mod signature;
+pub mod source;
 
 pub use build::build_bundle;
 pub use manifest::BundleManifest;

@@ -5,6 +5,7 @@
 mod support;
 
 mod attacks;
+mod bundles;
 mod caller_kinds;
 mod cli;
 mod fixtures;
