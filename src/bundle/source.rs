@@ -13,7 +13,7 @@
 //! one without its query string, and HTTP errors are reported without their URL.
 
 use super::{load_bundle, BundleError, BundleLimits, LoadedBundle, Verification, VerificationKey};
-use crate::config::{BundleConfig, BundleCredential, BundleLocation, SecretSource};
+use crate::config::{BundleConfig, BundleCredential, BundleLocation, BundleSigning, SecretSource};
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use serde::Serialize;
@@ -147,21 +147,7 @@ fn shown_url(url: &str) -> String {
 impl BundleSource {
     /// Sets up a source for `config`, reading the signing key now.
     pub fn new(config: &BundleConfig) -> Result<Self, SetupError> {
-        let verification = match &config.signing {
-            None => Verification::Unsigned,
-            Some(signing) => {
-                let path = signing.key_file.display().to_string();
-                let pem =
-                    std::fs::read(&signing.key_file).map_err(|source| SetupError::KeyFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                Verification::Key(
-                    VerificationKey::from_pem(&pem, signing.alg)
-                        .map_err(|source| SetupError::Key { path, source })?,
-                )
-            }
-        };
+        let verification = verification(config.signing.as_ref())?;
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -436,6 +422,21 @@ impl BundleSource {
         }
         Ok((read, None))
     }
+}
+
+/// What bundles must satisfy under `signing`: signed with its key, or unsigned.
+pub fn verification(signing: Option<&BundleSigning>) -> Result<Verification, SetupError> {
+    let Some(signing) = signing else {
+        return Ok(Verification::Unsigned);
+    };
+    let path = signing.key_file.display().to_string();
+    let pem = std::fs::read(&signing.key_file).map_err(|source| SetupError::KeyFile {
+        path: path.clone(),
+        source,
+    })?;
+    VerificationKey::from_pem(&pem, signing.alg)
+        .map(Verification::Key)
+        .map_err(|source| SetupError::Key { path, source })
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -1,13 +1,12 @@
-//! `agentgate test`: run the Rego unit tests of a policy directory, with coverage.
+//! `agentgate test`: run the Rego unit tests of a policy directory or bundle, with coverage.
 
 use crate::policy::testing::{run_tests_with, TestOptions, TestReport};
-use crate::policy::PolicyFiles;
 use anyhow::{Context, Result};
 use std::path::Path;
 
-/// Runs the tests; returns true when all passed.
+/// Runs the tests of the directory or bundle file at `dir`; returns true when all passed.
 pub fn run(dir: &Path, filter: Option<&str>, coverage: bool, verbose: bool) -> Result<bool> {
-    let files = PolicyFiles::read(dir)?;
+    let files = super::bundle_cmd::read_offline(dir)?;
     let options = TestOptions {
         filter: filter
             .map(regex::Regex::new)

@@ -1,6 +1,7 @@
 //! Policy bundles from a file or a bundle server: a real HTTP server on loopback that
 //! speaks ETag/If-None-Match, checks credentials, and fails on demand.
 
+use crate::cli::{agentgate, text};
 use crate::support::*;
 use agentgate::bundle::build::BuildOptions;
 use agentgate::bundle::source::{ApplyBundle, BundleSource, PollOutcome, SourceError};
@@ -546,4 +547,227 @@ fn the_background_loop_applies_a_published_bundle_and_stops_on_shutdown() {
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), running).await })
         .expect("the loop stops on shutdown")
         .unwrap();
+}
+
+/// The demo configuration in `dir`, reading policies from the repository, plus `extra`.
+fn demo_config(dir: &std::path::Path, extra: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("config/agentgate.toml"))
+        .unwrap()
+        .replace("\"../policies\"", &format!("{:?}", repo().join("policies")));
+    let path = dir.join("agentgate.toml");
+    std::fs::write(&path, format!("{text}\n{extra}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn bundle_build_is_deterministic_and_check_and_test_accept_its_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let first = agentgate(&[
+        "bundle",
+        "build",
+        "policies",
+        "-o",
+        &out("a.tar.gz"),
+        "--revision",
+        "r1",
+    ]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(text(&first).contains("revision r1"), "{}", text(&first));
+    assert!(text(&first).contains("unsigned"), "{}", text(&first));
+    let again = agentgate(&[
+        "bundle",
+        "build",
+        "policies",
+        "-o",
+        &out("b.tar.gz"),
+        "--revision",
+        "r1",
+    ]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(
+        std::fs::read(out("a.tar.gz")).unwrap(),
+        std::fs::read(out("b.tar.gz")).unwrap()
+    );
+
+    let tested = agentgate(&["test", &out("a.tar.gz")]);
+    assert_eq!(tested.status.code(), Some(0), "{}", text(&tested));
+    assert!(
+        text(&tested).contains(" passed, 0 failed"),
+        "{}",
+        text(&tested)
+    );
+
+    let config = demo_config(tmp.path(), "");
+    let checked = agentgate(&["check", "--config", &config, "--bundle", &out("a.tar.gz")]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked));
+    assert!(
+        text(&checked).contains("bundle revision \"r1\""),
+        "{}",
+        text(&checked)
+    );
+
+    // A bundle whose tests fail is reported by both.
+    let failing = policy_dir(|_| {});
+    std::fs::write(
+        failing.path().join("agentgate/zz_cli_test.rego"),
+        "package agentgate_test\n\ntest_fails_on_purpose if false\n",
+    )
+    .unwrap();
+    let built = agentgate(&[
+        "bundle",
+        "build",
+        failing.path().to_str().unwrap(),
+        "-o",
+        &out("failing.tar.gz"),
+    ]);
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    let tested = agentgate(&["test", &out("failing.tar.gz")]);
+    assert_eq!(tested.status.code(), Some(1), "{}", text(&tested));
+    assert!(
+        text(&tested).contains("FAIL data.agentgate_test.test_fails_on_purpose"),
+        "{}",
+        text(&tested)
+    );
+    let checked = agentgate(&[
+        "check",
+        "--config",
+        &config,
+        "--bundle",
+        &out("failing.tar.gz"),
+    ]);
+    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked));
+    assert!(
+        text(&checked).contains("test_fails_on_purpose"),
+        "{}",
+        text(&checked)
+    );
+}
+
+#[test]
+fn check_verifies_a_signed_bundle_against_the_configured_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signed = tmp.path().join("signed.tar.gz");
+    let built = agentgate(&[
+        "bundle",
+        "build",
+        "policies",
+        "-o",
+        signed.to_str().unwrap(),
+        "--revision",
+        "r7",
+        "--signing-key",
+        "tests/data/keys/bundle-ec.pem",
+    ]);
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    assert!(text(&built).contains("signed (ES256)"), "{}", text(&built));
+
+    let section = format!(
+        "[policy.bundle]\nfile = {:?}\nsigning_key = {:?}\nsignature_alg = \"ES256\"\n",
+        signed,
+        repo().join("tests/data/keys/bundle-ec.pub.pem")
+    );
+    let config = demo_config(tmp.path(), &section);
+    let ok = agentgate(&["check", "--config", &config]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("bundle revision \"r7\""),
+        "{}",
+        text(&ok)
+    );
+
+    // The kill switch turned off inside the signed bundle.
+    let tampered = {
+        use agentgate::bundle::archive::{read_entries, write_entries};
+        let mut entries = read_entries(
+            &std::fs::read(&signed).unwrap(),
+            &agentgate::bundle::BundleLimits::default(),
+        )
+        .unwrap();
+        let directory = entries
+            .iter_mut()
+            .find(|e| e.name == "directory/data.json")
+            .unwrap();
+        let text = String::from_utf8(directory.bytes.clone()).unwrap();
+        assert!(text.contains("\"disabled\": true"));
+        directory.bytes = text
+            .replace("\"disabled\": true", "\"disabled\": false")
+            .into_bytes();
+        write_entries(&entries).unwrap()
+    };
+    std::fs::write(&signed, tampered).unwrap();
+    let refused = agentgate(&["check", "--config", &config]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("directory/data.json: digest mismatch"),
+        "{}",
+        text(&refused)
+    );
+    // Offline tests do not check signatures.
+    assert_eq!(
+        agentgate(&["test", signed.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+
+    // An unsigned bundle where a key is configured.
+    let unsigned = tmp.path().join("unsigned.tar.gz");
+    agentgate(&[
+        "bundle",
+        "build",
+        "policies",
+        "-o",
+        unsigned.to_str().unwrap(),
+    ]);
+    let refused = agentgate(&[
+        "check",
+        "--config",
+        &config,
+        "--bundle",
+        unsigned.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("not signed"), "{}", text(&refused));
+}
+
+#[test]
+fn check_fetches_the_configured_bundle_url_with_a_token_from_the_environment() {
+    let server = BundleServer::start();
+    server.publish(bundle_with("from-server", None, |_| {}));
+    server.served.lock().unwrap().bearer = Some("env-token-0123456789abcdef".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let section = format!(
+        "[policy.bundle]\nurl = {:?}\nauth_token_env = \"AGENTGATE_BUNDLE_TOKEN\"\n",
+        server.url()
+    );
+    let config = demo_config(tmp.path(), &section);
+    let run = |token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"));
+        command
+            .args(["check", "--config", &config])
+            .current_dir(repo());
+        match token {
+            Some(t) => command.env("AGENTGATE_BUNDLE_TOKEN", t),
+            None => command.env_remove("AGENTGATE_BUNDLE_TOKEN"),
+        };
+        command.output().unwrap()
+    };
+    let ok = run(Some("env-token-0123456789abcdef"));
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("bundle revision \"from-server\""),
+        "{}",
+        text(&ok)
+    );
+
+    let unset = run(None);
+    assert_eq!(unset.status.code(), Some(1), "{}", text(&unset));
+    assert!(
+        text(&unset).contains("the environment variable AGENTGATE_BUNDLE_TOKEN is not set"),
+        "{}",
+        text(&unset)
+    );
+    let wrong = run(Some("wrong-token-abcdef0123456789"));
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(text(&wrong).contains("HTTP 401"), "{}", text(&wrong));
+    assert!(!text(&wrong).contains("wrong-token"), "{}", text(&wrong));
 }
