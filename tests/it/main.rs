@@ -13,6 +13,7 @@ mod http_abuse;
 mod input_schema;
 mod key_faults;
 mod keys;
+mod kubernetes;
 mod operations;
 mod policy_rules;
 mod proxying;

@@ -157,6 +157,9 @@ pub struct GatewaySpec {
     pub server_extra: String,
     /// Extra lines for the `[policy]` table.
     pub policy_extra: String,
+    /// Lay the policy directory and the configuration (then in `etc/`) out as kubelet
+    /// mounts ConfigMap volumes ([`kubelet_mount`]).
+    pub kubelet_layout: bool,
 }
 
 impl Default for GatewaySpec {
@@ -172,8 +175,41 @@ impl Default for GatewaySpec {
             grace_period: "0s",
             server_extra: String::new(),
             policy_extra: String::new(),
+            kubelet_layout: false,
         }
     }
+}
+
+/// Rearranges `dir` the way kubelet mounts a ConfigMap volume: the files live in a
+/// timestamped hidden directory, `..data` is a symlink to it, and every top-level entry is
+/// a symlink through `..data` (`agentgate -> ..data/agentgate`).
+pub fn kubelet_mount(dir: &Path) {
+    let first = "..2026_01_01_00_00_00.000000001";
+    let staged = dir.with_extension("staged");
+    std::fs::rename(dir, &staged).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::rename(&staged, dir.join(first)).unwrap();
+    std::os::unix::fs::symlink(first, dir.join("..data")).unwrap();
+    for entry in std::fs::read_dir(dir.join(first)).unwrap() {
+        let name = entry.unwrap().file_name();
+        std::os::unix::fs::symlink(Path::new("..data").join(&name), dir.join(&name)).unwrap();
+    }
+}
+
+/// Updates a [`kubelet_mount`]ed directory as kubelet's atomic writer does: the new
+/// contents (the current ones, changed by `edit`) go into a new timestamped directory, a
+/// `..data_tmp` symlink to it is renamed over `..data` in one step, and the old directory
+/// is removed. Top-level symlinks stay as they are (the set of keys does not change).
+/// `pause` separates writing the new directory from the swap (a slow node).
+pub fn kubelet_update(dir: &Path, generation: u32, pause: Duration, edit: impl FnOnce(&Path)) {
+    let old = std::fs::read_link(dir.join("..data")).unwrap();
+    let new = format!("..2026_01_01_00_00_{generation:02}.000000001");
+    copy_dir(&dir.join(&old), &dir.join(&new));
+    edit(&dir.join(&new));
+    std::thread::sleep(pause);
+    std::os::unix::fs::symlink(&new, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join(old)).unwrap();
 }
 
 /// A running gateway process, killed on drop. On drop it also checks that no token sent
@@ -262,7 +298,7 @@ id = "{TENANT_A}"
 enabled = {cache}
 
 [policy]
-dir = "policies"
+dir = "{d}/policies"
 # Debug builds on a loaded CI machine are far slower than release: a generous budget keeps
 # timeouts meaning "runaway policy", not "slow test machine".
 timeout = "250ms"
@@ -291,8 +327,18 @@ audiences = ["{API_URI}", "{API}"]
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
         ) + &spec.extra_config;
-        let config_path = dir.path().join("agentgate.toml");
+        // With the kubelet layout the configuration sits in a ConfigMap volume of its own.
+        let config_dir = match spec.kubelet_layout {
+            true => dir.path().join("etc"),
+            false => dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let config_path = config_dir.join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
+        if spec.kubelet_layout {
+            kubelet_mount(&policies);
+            kubelet_mount(&config_dir);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .args(["serve", "--config"])
             .arg(&config_path)
