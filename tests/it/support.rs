@@ -160,6 +160,10 @@ pub struct GatewaySpec {
     /// Lay the policy directory and the configuration (then in `etc/`) out as kubelet
     /// mounts ConfigMap volumes ([`kubelet_mount`]).
     pub kubelet_layout: bool,
+    /// Make the configuration (then in `etc/`) and the policy directory read-only, leave
+    /// only `run/` (then holding the pid file and upgrade socket) writable, and run the gateway as `nobody`
+    /// when the tests run as root (for whom permission bits are no obstacle).
+    pub read_only: bool,
 }
 
 impl Default for GatewaySpec {
@@ -176,6 +180,7 @@ impl Default for GatewaySpec {
             server_extra: String::new(),
             policy_extra: String::new(),
             kubelet_layout: false,
+            read_only: false,
         }
     }
 }
@@ -210,6 +215,44 @@ pub fn kubelet_update(dir: &Path, generation: u32, pause: Duration, edit: impl F
     std::os::unix::fs::symlink(&new, dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join(old)).unwrap();
+}
+
+/// The uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test process runs as root (the owner of `/proc/self` is its user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Makes `read_only` trees read-only for everyone and `root/run` writable by `nobody`;
+/// `root` itself becomes traversable so `nobody` can reach them.
+fn lock_down(root: &Path, read_only: &[&Path]) {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(path: &Path) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        if meta.file_type().is_symlink() {
+            return;
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(path).unwrap() {
+                walk(&e.unwrap().path());
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
+        } else {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    for dir in read_only {
+        walk(dir);
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = root.join("run");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if running_as_root() {
+        std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
 }
 
 /// A running gateway process, killed on drop. On drop it also checks that no token sent
@@ -270,14 +313,21 @@ impl Gateway {
             .unwrap_or_else(|| vec![servers.upstream.to_string()]);
         let upstreams = serde_json::to_string(&upstreams).unwrap();
         let d = dir.path().display();
+        // Read-only runs leave only run/ writable for the pid file and the upgrade socket.
+        let run = match spec.read_only {
+            true => dir.path().join("run"),
+            false => dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&run).unwrap();
+        let run = run.display();
         let config = format!(
             r#"
 [server]
 threads = 1
 grace_period = "{grace}"
 graceful_shutdown_timeout = "1s"
-pid_file = "{d}/agentgate.pid"
-upgrade_sock = "{d}/upgrade.sock"
+pid_file = "{run}/agentgate.pid"
+upgrade_sock = "{run}/upgrade.sock"
 {server_extra}
 
 [[listeners]]
@@ -328,7 +378,7 @@ audiences = ["{API_URI}", "{API}"]
             policy_extra = spec.policy_extra,
         ) + &spec.extra_config;
         // With the kubelet layout the configuration sits in a ConfigMap volume of its own.
-        let config_dir = match spec.kubelet_layout {
+        let config_dir = match spec.kubelet_layout || spec.read_only {
             true => dir.path().join("etc"),
             false => dir.path().to_path_buf(),
         };
@@ -339,7 +389,15 @@ audiences = ["{API_URI}", "{API}"]
             kubelet_mount(&policies);
             kubelet_mount(&config_dir);
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentgate"));
+        if spec.read_only {
+            lock_down(dir.path(), &[&config_dir, &policies]);
+            if running_as_root() {
+                use std::os::unix::process::CommandExt;
+                command.uid(NOBODY).gid(NOBODY).current_dir(dir.path());
+            }
+        }
+        let child = command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -509,10 +567,25 @@ audiences = ["{API_URI}", "{API}"]
     }
 }
 
+/// Gives the owner write access again throughout `path`, so the temporary directory can go.
+fn unlock(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+        for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            unlock(&e.path());
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        unlock(self.dir.path());
         if std::thread::panicking() {
             eprintln!("--- gateway stderr ---\n{}", self.stderr());
             return;
