@@ -312,6 +312,13 @@ fn load(config: &ConfigArg) -> Result<Config> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = load(&args.config)?;
+    // Serving [policy.bundle] is not wired in yet: never enforce `dir` in its place.
+    if config.policy.bundle.is_some() {
+        anyhow::bail!(
+            "{}: [policy.bundle] is not served yet (`agentgate check` and `agentgate test` read bundles); use [policy] dir",
+            config.path.display()
+        );
+    }
     // Everything that can be refused is checked before any socket opens.
     let parts = crate::proxy::build_parts(&config)?;
     if let Some(dev) = &config.dev {

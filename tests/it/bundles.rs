@@ -771,3 +771,16 @@ fn check_fetches_the_configured_bundle_url_with_a_token_from_the_environment() {
     assert!(text(&wrong).contains("HTTP 401"), "{}", text(&wrong));
     assert!(!text(&wrong).contains("wrong-token"), "{}", text(&wrong));
 }
+
+#[test]
+fn serve_refuses_a_bundle_source_it_does_not_poll_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = demo_config(tmp.path(), "[policy.bundle]\nfile = \"bundle.tar.gz\"\n");
+    let out = agentgate(&["serve", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("[policy.bundle] is not served yet"),
+        "{}",
+        text(&out)
+    );
+}
