@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authorize;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod dev;

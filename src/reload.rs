@@ -283,42 +283,72 @@ impl Reloader {
 }
 
 /// The files whose changes matter: the configuration file, and `.rego`/`.json` files under
-/// the policy directories (not logs, pid files or editor swap files next to them).
+/// the policy directories (not logs, pid files or editor swap files next to them), plus
+/// kubelet's swap of a ConfigMap volume holding either.
+///
+/// kubelet updates a mounted ConfigMap atomically: it writes the new files into a hidden
+/// timestamped directory (`..2026_01_02_03_04_05.123`), then renames a new `..data` symlink
+/// over the old one; the visible names are symlinks through `..data`. So the rename of
+/// `..data` in the volume's root is the change, and writes inside hidden directories are
+/// not (they are invisible until the swap).
 struct RelevantPaths {
     config: PathBuf,
+    config_dir: Option<PathBuf>,
     dirs: Vec<PathBuf>,
+}
+
+/// kubelet's symlink to the current contents of a ConfigMap or Secret volume.
+const KUBELET_DATA_LINK: &str = "..data";
+
+/// `path` with its directory made canonical and its own name kept, so a file that is a
+/// symlink (as in a ConfigMap volume) keeps its name instead of resolving to its target.
+fn canonical_dir_of(path: &std::path::Path) -> PathBuf {
+    match (
+        path.parent().and_then(|p| p.canonicalize().ok()),
+        path.file_name(),
+    ) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 impl RelevantPaths {
     /// Canonical forms, so events reported under another spelling of a path still match.
     fn new(config: &std::path::Path, dirs: &[PathBuf]) -> Self {
         let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let config = canonical_dir_of(config);
         Self {
-            config: canonical(config),
+            config_dir: config.parent().map(PathBuf::from),
+            config,
             dirs: dirs.iter().map(|d| canonical(d)).collect(),
         }
     }
 
     fn matches(&self, path: &std::path::Path) -> bool {
-        let path = match (
-            path.parent().and_then(|p| p.canonicalize().ok()),
-            path.file_name(),
-        ) {
-            (Some(dir), Some(name)) => dir.join(name),
-            _ => path.to_path_buf(),
-        };
+        let path = canonical_dir_of(path);
         if path == self.config {
+            return true;
+        }
+        let parent = path.parent();
+        if path.file_name().is_some_and(|n| n == KUBELET_DATA_LINK)
+            && (parent == self.config_dir.as_deref()
+                || self.dirs.iter().any(|d| parent == Some(d.as_path())))
+        {
             return true;
         }
         let policy_file = matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("rego" | "json")
         );
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        policy_file && !hidden && self.dirs.iter().any(|d| path.starts_with(d))
+        // Hidden files and anything in a hidden directory (editor swap files, kubelet's
+        // staging directories) are skipped, as the policy reader skips them.
+        let visible_under = |dir: &PathBuf| {
+            path.strip_prefix(dir).is_ok_and(|rest| {
+                rest.components()
+                    .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+            })
+        };
+        policy_file && self.dirs.iter().any(visible_under)
     }
 }
 
@@ -393,6 +423,49 @@ impl ReloadTriggers {
             };
             let reloader = self.reloader.clone();
             let _ = tokio::task::spawn_blocking(move || reloader.reload(trigger)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RelevantPaths;
+    use std::path::Path;
+
+    #[test]
+    fn kubelet_swaps_and_visible_policy_files_matter_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        let policies = root.path().join("policies");
+        std::fs::create_dir_all(etc.join("..2026_01_01_00_00_00.1")).unwrap();
+        std::fs::write(etc.join("..2026_01_01_00_00_00.1/agentgate.toml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", etc.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/agentgate.toml", etc.join("agentgate.toml")).unwrap();
+        std::fs::create_dir_all(policies.join("..2026_01_01_00_00_00.1/data")).unwrap();
+        std::fs::create_dir_all(policies.join("agentgate")).unwrap();
+        let relevant =
+            RelevantPaths::new(&etc.join("agentgate.toml"), std::slice::from_ref(&policies));
+
+        for yes in [
+            etc.join("agentgate.toml"),
+            etc.join("..data"),
+            policies.join("..data"),
+            policies.join("agentgate/decision.rego"),
+            policies.join("data/directory.json"),
+        ] {
+            assert!(relevant.matches(&yes), "{}", yes.display());
+        }
+        for no in [
+            etc.join("..data_tmp"),
+            etc.join("..2026_01_01_00_00_00.1/agentgate.toml"),
+            policies.join("..2026_01_01_00_00_00.1/data/directory.json"),
+            policies.join("agentgate/.decision.rego.swp"),
+            policies.join("agentgate/notes.txt"),
+            policies.join("agentgate/..data"),
+            root.path().join("other/..data"),
+            Path::new("/elsewhere/decision.rego").to_path_buf(),
+        ] {
+            assert!(!relevant.matches(&no), "{}", no.display());
         }
     }
 }

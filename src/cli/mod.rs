@@ -1,5 +1,7 @@
-//! The command line: `serve` (the default), `check`, `eval`, `test`, `token`, `completions`.
+//! The command line: `serve` (the default), `check`, `eval`, `test`, `bundle`, `token`,
+//! `completions`.
 
+mod bundle_cmd;
 mod eval;
 mod test_cmd;
 mod token;
@@ -42,8 +44,11 @@ enum Command {
     ///
     /// Exit status: 0 valid, 1 invalid, 2 usage error.
     ///
-    /// Example: agentgate check --config config/agentgate.toml
-    Check(ConfigArg),
+    /// With [policy.bundle] the bundle is fetched once (or read) and checked as the gateway
+    /// would; --bundle FILE checks that bundle file instead.
+    ///
+    /// Example: agentgate check --config config/agentgate.toml --bundle bundle.tar.gz
+    Check(CheckArgs),
     /// Show the decision the gateway would make for one request, and why.
     ///
     /// Uses the same routing, token validation, caller classification, input building and
@@ -54,10 +59,17 @@ enum Command {
     ///   agentgate eval --token @token.txt --method GET --path /orders/42
     ///   agentgate eval --token "$T" --method POST --path /orders --explain --format json
     Eval(Box<EvalArgs>),
-    /// Run the Rego unit tests (rules named test_*) of a policy directory.
+    /// Run the Rego unit tests (rules named test_*) of a policy directory or bundle file.
     ///
-    /// Example: agentgate test policies --coverage --run 'access' -v
+    /// A bundle's signature is not checked here (`check` and the gateway check it).
+    ///
+    /// Examples:
+    ///   agentgate test policies --coverage --run 'access' -v
+    ///   agentgate test bundle.tar.gz
     Test(TestArgs),
+    /// Work with policy bundles (OPA bundle format).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -75,6 +87,38 @@ struct ConfigArg {
     /// The configuration file.
     #[arg(short, long, default_value = "config/agentgate.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Check this bundle file instead of the configured policy source.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Build a bundle from a policy directory: data/<name>.json becomes <name>/data.json.
+    ///
+    /// The same directory and options give the same bytes. The output file is replaced
+    /// atomically.
+    ///
+    /// Example: agentgate bundle build policies -o bundle.tar.gz --revision "$(git rev-parse HEAD)" --signing-key bundle-key.pem
+    Build {
+        /// The policy directory.
+        dir: PathBuf,
+        /// Where to write the gzipped bundle.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The manifest revision (default: the content hash of the policy files).
+        #[arg(long)]
+        revision: Option<String>,
+        /// Sign with this PEM private key: RSA (RS256) or P-256 in PKCS#8 (ES256).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -129,7 +173,8 @@ enum Format {
 
 #[derive(Debug, Args)]
 struct TestArgs {
-    /// The policy directory (default: the configured one, or ./policies).
+    /// The policy directory or bundle file (default: the configured directory, or
+    /// ./policies).
     dir: Option<PathBuf>,
     #[command(flatten)]
     config: ConfigArg,
@@ -233,6 +278,12 @@ pub fn run(cli: Cli) -> Result<bool> {
                 per_test,
             )
         }
+        Some(Command::Bundle(BundleCommand::Build {
+            dir,
+            output,
+            revision,
+            signing_key,
+        })) => bundle_cmd::build(&dir, &output, revision, signing_key.as_deref()).map(|()| true),
         Some(Command::Token(TokenCommand::Decode { token, jwks })) => {
             token::decode(&token, jwks.as_deref()).map(|()| true)
         }
@@ -287,6 +338,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             config.path.display()
         );
     }
+    // Serving [policy.bundle] is not wired in yet: never enforce `dir` in its place.
+    if config.policy.bundle.is_some() {
+        anyhow::bail!(
+            "{}: [policy.bundle] is not served yet (`agentgate check` and `agentgate test` read bundles); use [policy] dir",
+            config.path.display()
+        );
+    }
     // Everything that can be refused is checked before any socket opens.
     let parts = crate::proxy::build_parts(&config)?;
     start(&config, &args, parts)
@@ -315,14 +373,20 @@ fn start(config: &Config, args: &ServeArgs, parts: crate::proxy::Parts) -> Resul
     Ok(())
 }
 
-fn check(args: &ConfigArg) -> Result<()> {
-    let config = load(args)?;
-    let snapshot = PolicySnapshot::load(
-        &config.policy.dir,
+fn check(args: &CheckArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let (files, manifest) = bundle_cmd::read_configured(&config, args.bundle.as_deref())?;
+    let origin = match (&args.bundle, &config.policy.bundle) {
+        (Some(file), _) => format!("bundle {}", file.display()),
+        (None, Some(_)) => "the configured bundle".to_string(),
+        (None, None) => config.policy.dir.display().to_string(),
+    };
+    let snapshot = PolicySnapshot::from_files(
+        &files,
         config.policy.timeout,
         Some(TestLimits::per_test(config.policy.test_timeout)),
     )
-    .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
+    .with_context(|| format!("policy set in {origin}"))?;
     if let Some(shadow) = crate::reload::load_shadow(&config) {
         shadow.context("shadow policy set")?;
     }
@@ -331,8 +395,11 @@ fn check(args: &ConfigArg) -> Result<()> {
             "note: [dev] makes this a demo configuration: `agentgate demo` runs it, `agentgate serve` refuses it"
         );
     }
+    let bundle = manifest
+        .map(|m| format!(", bundle revision {:?}", m.revision))
+        .unwrap_or_default();
     println!(
-        "ok: {} routes, {} tenants, policy revision {}, {} blueprints, {} agents",
+        "ok: {} routes, {} tenants, policy revision {}{bundle}, {} blueprints, {} agents",
         config.routes.len(),
         config.identity.tenants.len(),
         snapshot.revision,

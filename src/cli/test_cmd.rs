@@ -1,7 +1,6 @@
-//! `agentgate test`: run the Rego unit tests of a policy directory, with coverage.
+//! `agentgate test`: run the Rego unit tests of a policy directory or bundle, with coverage.
 
 use crate::policy::testing::{run_tests_with, TestLimits, TestOptions, TestReport};
-use crate::policy::PolicyFiles;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +13,7 @@ pub fn run(
     verbose: bool,
     per_test: Duration,
 ) -> Result<bool> {
-    let files = PolicyFiles::read(dir)?;
+    let files = super::bundle_cmd::read_offline(dir)?;
     let options = TestOptions {
         filter: filter
             .map(regex::Regex::new)

@@ -179,6 +179,58 @@ pub struct PolicyConfig {
     /// Request headers copied into `input.request.headers`.
     pub input_headers: Vec<HeaderName>,
     pub engine: PolicyEngine,
+    /// Load the policy set from a bundle instead of `dir`.
+    pub bundle: Option<BundleConfig>,
+}
+
+/// `[policy.bundle]`: where a policy bundle comes from and how it is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleConfig {
+    pub location: BundleLocation,
+    /// Time between two polls (at least 1 s).
+    pub interval: Duration,
+    /// Bound on one download, connection included.
+    pub timeout: Duration,
+    /// Largest bundle accepted, as transferred (compressed).
+    pub max_bytes: u64,
+    /// Sent with each download; read afresh each time, never logged.
+    pub credential: Option<BundleCredential>,
+    /// Bundles must be signed with this key when set.
+    pub signing: Option<BundleSigning>,
+}
+
+/// Where a bundle is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleLocation {
+    /// Downloaded with `If-None-Match`, so an unchanged bundle costs a 304.
+    Url(String),
+    /// Read from disk (a mounted volume, a file a sidecar keeps up to date).
+    File(PathBuf),
+}
+
+/// A credential for the bundle server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleCredential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(SecretSource),
+    /// An Azure shared access signature, appended as the URL's query string.
+    SasToken(SecretSource),
+}
+
+/// Where a secret is read from; the configuration never holds the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// The public key bundles must be signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleSigning {
+    /// A PEM public key.
+    pub key_file: PathBuf,
+    /// RS256 or ES256.
+    pub alg: Algorithm,
 }
 
 /// One upstream API.
@@ -278,6 +330,10 @@ impl Config {
                 .filter_map(|h| input_header(h, &mut problems))
                 .collect(),
             engine: raw.policy.engine,
+            bundle: raw
+                .policy
+                .bundle
+                .and_then(|b| bundle(b, &base, &mut problems)),
         };
         if raw.policy.timeout.is_zero() {
             problems.push("policy.timeout must be greater than zero".into());
@@ -462,6 +518,126 @@ fn input_header(name: &str, problems: &mut Vec<String>) -> Option<HeaderName> {
             ));
             None
         }
+    }
+}
+
+fn bundle(raw: raw::RawBundle, base: &Path, problems: &mut Vec<String>) -> Option<BundleConfig> {
+    let before = problems.len();
+    let location = match (raw.url, raw.file) {
+        (Some(url), None) => {
+            bundle_url(&url, problems);
+            BundleLocation::Url(url)
+        }
+        (None, Some(file)) => BundleLocation::File(base.join(file)),
+        _ => {
+            problems.push("policy.bundle: set exactly one of url and file".into());
+            BundleLocation::File(PathBuf::new())
+        }
+    };
+    if raw.interval < Duration::from_secs(1) {
+        problems.push("policy.bundle.interval must be at least 1s".into());
+    }
+    if raw.timeout.is_zero() {
+        problems.push("policy.bundle.timeout must be greater than zero".into());
+    }
+    if raw.max_bytes < 1024 {
+        problems.push("policy.bundle.max_bytes must be at least 1024".into());
+    }
+    let mut credentials: Vec<BundleCredential> = [
+        raw.auth_token_file
+            .map(|f| BundleCredential::Bearer(SecretSource::File(base.join(f)))),
+        raw.auth_token_env
+            .map(|v| BundleCredential::Bearer(SecretSource::Env(v))),
+        raw.sas_token_file
+            .map(|f| BundleCredential::SasToken(SecretSource::File(base.join(f)))),
+        raw.sas_token_env
+            .map(|v| BundleCredential::SasToken(SecretSource::Env(v))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if credentials.len() > 1 {
+        problems.push(
+            "policy.bundle: set at most one of auth_token_file, auth_token_env, sas_token_file and sas_token_env"
+                .into(),
+        );
+    }
+    let credential = credentials.pop();
+    match (&credential, &location) {
+        (Some(_), BundleLocation::File(_)) => {
+            problems.push("policy.bundle: a token only applies to a url, not to a file".into())
+        }
+        (Some(_), BundleLocation::Url(url)) if !credential_safe_over(url) => problems.push(
+            "policy.bundle: a token is only sent over https (or http to a loopback address)".into(),
+        ),
+        _ => {}
+    }
+    if let Some(
+        BundleCredential::Bearer(SecretSource::Env(v))
+        | BundleCredential::SasToken(SecretSource::Env(v)),
+    ) = &credential
+    {
+        if v.is_empty() {
+            problems.push("policy.bundle: the token's environment variable name is empty".into());
+        }
+    }
+    let alg = match raw.signature_alg.as_str() {
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        other => {
+            problems.push(format!(
+                "policy.bundle.signature_alg {other:?} is not supported: use RS256 or ES256"
+            ));
+            Algorithm::RS256
+        }
+    };
+    let signing = raw.signing_key.map(|k| BundleSigning {
+        key_file: base.join(k),
+        alg,
+    });
+    (problems.len() == before).then_some(BundleConfig {
+        location,
+        interval: raw.interval,
+        timeout: raw.timeout,
+        max_bytes: raw.max_bytes,
+        credential,
+        signing,
+    })
+}
+
+fn bundle_url(url: &str, problems: &mut Vec<String>) {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+        _ => {
+            problems.push(format!("policy.bundle.url {url:?} must be an http(s) URL"));
+            return;
+        }
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        problems.push("policy.bundle.url must not hold credentials: use auth_token_file".into());
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "sig") {
+        problems.push(
+            "policy.bundle.url must not hold a shared access signature: put it in sas_token_file or sas_token_env"
+                .into(),
+        );
+    }
+}
+
+/// Whether a token may be sent to `url`: over TLS, or to this machine.
+fn credential_safe_over(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => true,
+        Ok(u) => match u.host_str() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        },
+        Err(_) => false,
     }
 }
 

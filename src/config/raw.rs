@@ -279,6 +279,42 @@ pub struct RawPolicy {
     pub test_timeout: Duration,
     pub input_headers: Vec<String>,
     pub engine: PolicyEngine,
+    pub bundle: Option<RawBundle>,
+}
+
+/// `[policy.bundle]`: the policy set comes from a bundle (a file, or polled from a URL)
+/// instead of `dir`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundle {
+    pub url: Option<String>,
+    pub file: Option<String>,
+    #[serde(default = "default_bundle_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_bundle_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_bundle_max_bytes")]
+    pub max_bytes: u64,
+    pub auth_token_file: Option<String>,
+    pub auth_token_env: Option<String>,
+    pub sas_token_file: Option<String>,
+    pub sas_token_env: Option<String>,
+    pub signing_key: Option<String>,
+    #[serde(default = "default_signature_alg")]
+    pub signature_alg: String,
+}
+
+fn default_bundle_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_bundle_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_bundle_max_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_signature_alg() -> String {
+    "RS256".into()
 }
 
 /// Which Rego engine decides.
@@ -301,6 +337,7 @@ impl Default for RawPolicy {
             test_timeout: Duration::from_secs(5),
             input_headers: vec!["user-agent".into(), "x-request-id".into()],
             engine: PolicyEngine::Auto,
+            bundle: None,
         }
     }
 }

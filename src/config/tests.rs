@@ -189,3 +189,126 @@ fn every_form_of_the_exchange_audience_is_refused_on_routes() {
         assert!(err.contains("token exchange endpoint"), "{aud}: {err}");
     }
 }
+fn problems(extra: &str) -> Vec<String> {
+    match Config::parse(&format!("{MINIMAL}{extra}"), Path::new("/etc/ag/a.toml")) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bundle_source_reads_its_keys_and_defaults() {
+    let c = Config::parse(
+        &format!(
+            "{MINIMAL}\n[policy.bundle]\nurl = \"https://blob.example/policies/bundle.tar.gz?sv=2024\"\n\
+             sas_token_file = \"secrets/sas\"\nsigning_key = \"keys/bundle.pub.pem\"\nsignature_alg = \"ES256\"\n"
+        ),
+        Path::new("/etc/ag/a.toml"),
+    )
+    .unwrap();
+    let b = c.policy.bundle.unwrap();
+    assert_eq!(
+        b.location,
+        BundleLocation::Url("https://blob.example/policies/bundle.tar.gz?sv=2024".into())
+    );
+    assert_eq!(b.interval, Duration::from_secs(10));
+    assert_eq!(b.timeout, Duration::from_secs(5));
+    assert_eq!(b.max_bytes, 8 * 1024 * 1024);
+    assert_eq!(
+        b.credential,
+        Some(BundleCredential::SasToken(SecretSource::File(
+            "/etc/ag/secrets/sas".into()
+        )))
+    );
+    assert_eq!(
+        b.signing,
+        Some(BundleSigning {
+            key_file: "/etc/ag/keys/bundle.pub.pem".into(),
+            alg: Algorithm::ES256
+        })
+    );
+
+    let c = Config::parse(
+        &format!("{MINIMAL}\n[policy.bundle]\nfile = \"bundle.tar.gz\"\ninterval = \"1s\"\n"),
+        Path::new("/etc/ag/a.toml"),
+    )
+    .unwrap();
+    let b = c.policy.bundle.unwrap();
+    assert_eq!(
+        b.location,
+        BundleLocation::File("/etc/ag/bundle.tar.gz".into())
+    );
+    assert_eq!(
+        (b.interval, b.credential, b.signing),
+        (Duration::from_secs(1), None, None)
+    );
+    assert_eq!(
+        Config::parse(MINIMAL, Path::new("a.toml"))
+            .unwrap()
+            .policy
+            .bundle,
+        None
+    );
+}
+
+#[test]
+fn a_bundle_source_is_validated_with_clear_problems() {
+    assert_eq!(
+        problems("\n[policy.bundle]\ninterval = \"500ms\"\ntimeout = \"0s\"\nmax_bytes = 10\n"),
+        [
+            "policy.bundle: set exactly one of url and file",
+            "policy.bundle.interval must be at least 1s",
+            "policy.bundle.timeout must be greater than zero",
+            "policy.bundle.max_bytes must be at least 1024",
+        ]
+    );
+    assert_eq!(
+        problems("\n[policy.bundle]\nurl = \"ftp://host/b.tar.gz\"\nfile = \"b.tar.gz\"\n"),
+        ["policy.bundle: set exactly one of url and file"]
+    );
+    assert_eq!(
+        problems("\n[policy.bundle]\nurl = \"ftp://host/b.tar.gz\"\nsignature_alg = \"HS256\"\n"),
+        [
+            "policy.bundle.url \"ftp://host/b.tar.gz\" must be an http(s) URL",
+            "policy.bundle.signature_alg \"HS256\" is not supported: use RS256 or ES256",
+        ]
+    );
+    assert_eq!(
+        problems(
+            "\n[policy.bundle]\nurl = \"https://u:p@host/b.tar.gz?sv=1&sig=abc\"\n\
+             auth_token_env = \"T\"\nsas_token_env = \"S\"\n"
+        ),
+        [
+            "policy.bundle.url must not hold credentials: use auth_token_file",
+            "policy.bundle.url must not hold a shared access signature: put it in sas_token_file or sas_token_env",
+            "policy.bundle: set at most one of auth_token_file, auth_token_env, sas_token_file and sas_token_env",
+        ]
+    );
+    // A token never travels in clear text, except to this machine.
+    assert_eq!(
+        problems("\n[policy.bundle]\nurl = \"http://bundles.internal/b.tar.gz\"\nauth_token_env = \"T\"\n"),
+        ["policy.bundle: a token is only sent over https (or http to a loopback address)"]
+    );
+    for local in [
+        "http://127.0.0.1:8000/b",
+        "http://[::1]:8000/b",
+        "http://localhost/b",
+    ] {
+        let text =
+            format!("{MINIMAL}\n[policy.bundle]\nurl = \"{local}\"\nauth_token_env = \"T\"\n");
+        assert!(Config::parse(&text, Path::new("a.toml")).is_ok(), "{local}");
+    }
+    assert_eq!(
+        problems("\n[policy.bundle]\nfile = \"b.tar.gz\"\nauth_token_file = \"t\"\n"),
+        ["policy.bundle: a token only applies to a url, not to a file"]
+    );
+    assert_eq!(
+        problems("\n[policy.bundle]\nurl = \"https://h/b\"\nauth_token_env = \"\"\n"),
+        ["policy.bundle: the token's environment variable name is empty"]
+    );
+    let typo = format!("{MINIMAL}\n[policy.bundle]\nfile = \"b\"\npoll = \"1s\"\n");
+    let err = Config::parse(&typo, Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `poll`"), "{err}");
+}

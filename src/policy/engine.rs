@@ -87,16 +87,15 @@ pub fn build_engine(
                 column: e.column(),
                 message: e.to_string(),
             })?;
-        let stem = d
-            .name
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.strip_suffix(".json"))
-            .unwrap_or(&d.name);
-        let mut mount = BTreeMap::new();
-        mount.insert(Value::from(stem), Value::from(json));
+        // Wrapped from the inside out: `directory` holds the document, `data` the rest.
+        let mut mounted = Value::from(json);
+        for key in d.data_mount().into_iter().rev() {
+            let mut level = BTreeMap::new();
+            level.insert(Value::from(key), mounted);
+            mounted = Value::from(level);
+        }
         engine
-            .add_data(Value::from(mount))
+            .add_data(mounted)
             .map_err(|e| PolicyLoadError::Data {
                 file: d.name.clone(),
                 line: 1,

@@ -52,8 +52,24 @@ pub struct PolicyFiles {
     pub modules: Vec<SourceFile>,
     /// `*_test.rego` modules.
     pub tests: Vec<SourceFile>,
-    /// `data/*.json` documents, each mounted at `data.<file stem>`.
+    /// Data documents, each mounted where [`SourceFile::data_mount`] says: a policy
+    /// directory's `data/<name>.json` at `data.<name>`, a bundle's `a/b/data.json` at
+    /// `data.a.b`.
     pub data: Vec<SourceFile>,
+}
+
+impl SourceFile {
+    /// For a data document, its place under `data`, from its name: `data/directory.json`
+    /// (policy directory layout) and `directory/data.json` (bundle layout) are both
+    /// `["directory"]`; a bundle's root `data.json` is `[]`, merged into `data` itself.
+    pub fn data_mount(&self) -> Vec<&str> {
+        let mut parts: Vec<&str> = self.name.split('/').collect();
+        match parts.pop() {
+            Some("data.json") => parts,
+            Some(file) => vec![file.strip_suffix(".json").unwrap_or(file)],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Why a policy directory could not be read.

@@ -27,9 +27,6 @@ use regorus::Value;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// The directory document's file name under `data/`.
-pub const DIRECTORY_FILE: &str = "data/directory.json";
-
 /// Why a policy directory could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -125,7 +122,7 @@ impl PolicySnapshot {
                 dir: "the policy directory".into(),
             });
         }
-        let directory = match files.data.iter().find(|f| f.name == DIRECTORY_FILE) {
+        let directory = match files.data.iter().find(|f| f.data_mount() == ["directory"]) {
             Some(f) => Directory::parse(&f.text, Path::new(&f.name))?,
             None => Directory::default(),
         };

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn agentgate(args: &[&str]) -> Output {
+pub fn agentgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentgate"))
         .args(args)
         .current_dir(repo())
@@ -14,7 +14,7 @@ fn agentgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

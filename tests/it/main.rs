@@ -5,6 +5,7 @@
 mod support;
 
 mod attacks;
+mod bundles;
 mod caller_kinds;
 mod cli;
 mod fixtures;
@@ -12,6 +13,7 @@ mod http_abuse;
 mod input_schema;
 mod key_faults;
 mod keys;
+mod kubernetes;
 mod operations;
 mod path_confusion;
 mod policy_rules;

@@ -182,6 +182,13 @@ pub struct GatewaySpec {
     /// The listener's `tls` inline table (`{ certificates = [...] }`): the gateway then
     /// serves HTTPS and `base` starts with `https://127.0.0.1`.
     pub listener_tls: Option<String>,
+    /// Lay the policy directory and the configuration (then in `etc/`) out as kubelet
+    /// mounts ConfigMap volumes ([`kubelet_mount`]).
+    pub kubelet_layout: bool,
+    /// Make the configuration (then in `etc/`) and the policy directory read-only, leave
+    /// only `run/` (then holding the pid file and upgrade socket) writable, and run the gateway as `nobody`
+    /// when the tests run as root (for whom permission bits are no obstacle).
+    pub read_only: bool,
 }
 
 impl Default for GatewaySpec {
@@ -201,7 +208,79 @@ impl Default for GatewaySpec {
             admin_extra: String::new(),
             admin_token: None,
             listener_tls: None,
+            kubelet_layout: false,
+            read_only: false,
         }
+    }
+}
+
+/// Rearranges `dir` the way kubelet mounts a ConfigMap volume: the files live in a
+/// timestamped hidden directory, `..data` is a symlink to it, and every top-level entry is
+/// a symlink through `..data` (`agentgate -> ..data/agentgate`).
+pub fn kubelet_mount(dir: &Path) {
+    let first = "..2026_01_01_00_00_00.000000001";
+    let staged = dir.with_extension("staged");
+    std::fs::rename(dir, &staged).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::rename(&staged, dir.join(first)).unwrap();
+    std::os::unix::fs::symlink(first, dir.join("..data")).unwrap();
+    for entry in std::fs::read_dir(dir.join(first)).unwrap() {
+        let name = entry.unwrap().file_name();
+        std::os::unix::fs::symlink(Path::new("..data").join(&name), dir.join(&name)).unwrap();
+    }
+}
+
+/// Updates a [`kubelet_mount`]ed directory as kubelet's atomic writer does: the new
+/// contents (the current ones, changed by `edit`) go into a new timestamped directory, a
+/// `..data_tmp` symlink to it is renamed over `..data` in one step, and the old directory
+/// is removed. Top-level symlinks stay as they are (the set of keys does not change).
+/// `pause` separates writing the new directory from the swap (a slow node).
+pub fn kubelet_update(dir: &Path, generation: u32, pause: Duration, edit: impl FnOnce(&Path)) {
+    let old = std::fs::read_link(dir.join("..data")).unwrap();
+    let new = format!("..2026_01_01_00_00_{generation:02}.000000001");
+    copy_dir(&dir.join(&old), &dir.join(&new));
+    edit(&dir.join(&new));
+    std::thread::sleep(pause);
+    std::os::unix::fs::symlink(&new, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join(old)).unwrap();
+}
+
+/// The uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test process runs as root (the owner of `/proc/self` is its user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Makes `read_only` trees read-only for everyone and `root/run` writable by `nobody`;
+/// `root` itself becomes traversable so `nobody` can reach them.
+fn lock_down(root: &Path, read_only: &[&Path]) {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(path: &Path) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        if meta.file_type().is_symlink() {
+            return;
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(path).unwrap() {
+                walk(&e.unwrap().path());
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
+        } else {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    for dir in read_only {
+        walk(dir);
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = root.join("run");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if running_as_root() {
+        std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
     }
 }
 
@@ -259,9 +338,13 @@ impl Gateway {
         }
         let (port, admin_port) = (free_port(), free_port());
         let mut admin_extra = spec.admin_extra.clone();
+        std::fs::write(dir.path().join("issuer-ca.pem"), &issuer_ca().cert_pem).unwrap();
         if let Some(token) = spec.admin_token {
             std::fs::write(dir.path().join("admin.token"), token).unwrap();
-            admin_extra.push_str("\ntoken_file = \"admin.token\"\n");
+            admin_extra.push_str(&format!(
+                "\ntoken_file = \"{}\"\n",
+                dir.path().join("admin.token").display()
+            ));
         }
         let upstreams = spec
             .upstreams
@@ -269,14 +352,21 @@ impl Gateway {
             .unwrap_or_else(|| vec![servers.upstream.to_string()]);
         let upstreams = serde_json::to_string(&upstreams).unwrap();
         let d = dir.path().display();
+        // Read-only runs leave only run/ writable for the pid file and the upgrade socket.
+        let run = match spec.read_only {
+            true => dir.path().join("run"),
+            false => dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&run).unwrap();
+        let run = run.display();
         let config = format!(
             r#"
 [server]
 threads = 1
 grace_period = "{grace}"
 graceful_shutdown_timeout = "1s"
-pid_file = "{d}/agentgate.pid"
-upgrade_sock = "{d}/upgrade.sock"
+pid_file = "{run}/agentgate.pid"
+upgrade_sock = "{run}/upgrade.sock"
 {server_extra}
 
 [[listeners]]
@@ -289,7 +379,7 @@ address = "127.0.0.1:{admin_port}"
 
 [identity]
 authority = "https://{issuer}"
-ca_file = "issuer-ca.pem"
+ca_file = "{d}/issuer-ca.pem"
 fetch_timeout = "2s"
 {identity_extra}
 
@@ -300,7 +390,7 @@ id = "{TENANT_A}"
 enabled = {cache}
 
 [policy]
-dir = "policies"
+dir = "{d}/policies"
 # Debug builds on a loaded CI machine are far slower than release: a generous budget keeps
 # timeouts meaning "runaway policy", not "slow test machine".
 timeout = "250ms"
@@ -334,10 +424,27 @@ audiences = ["{API_URI}", "{API}"]
                 .as_ref()
                 .map_or(String::new(), |t| format!("tls = {t}")),
         ) + &spec.extra_config;
-        let config_path = dir.path().join("agentgate.toml");
+        // With the kubelet layout the configuration sits in a ConfigMap volume of its own.
+        let config_dir = match spec.kubelet_layout || spec.read_only {
+            true => dir.path().join("etc"),
+            false => dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let config_path = config_dir.join("agentgate.toml");
         std::fs::write(&config_path, config).unwrap();
-        std::fs::write(dir.path().join("issuer-ca.pem"), &issuer_ca().cert_pem).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        if spec.kubelet_layout {
+            kubelet_mount(&policies);
+            kubelet_mount(&config_dir);
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentgate"));
+        if spec.read_only {
+            lock_down(dir.path(), &[&config_dir, &policies]);
+            if running_as_root() {
+                use std::os::unix::process::CommandExt;
+                command.uid(NOBODY).gid(NOBODY).current_dir(dir.path());
+            }
+        }
+        let child = command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", spec.rust_log)
@@ -526,10 +633,25 @@ audiences = ["{API_URI}", "{API}"]
     }
 }
 
+/// Gives the owner write access again throughout `path`, so the temporary directory can go.
+fn unlock(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+        for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            unlock(&e.path());
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        unlock(self.dir.path());
         if std::thread::panicking() {
             eprintln!("--- gateway stderr ---\n{}", self.stderr());
             return;
