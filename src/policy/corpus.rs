@@ -3,8 +3,9 @@
 //! The inputs have the shape the gateway builds (docs/policy-input.md) and draw their values
 //! from the policy set's own data: blueprint, agent and agent-user ids from
 //! `data.directory`, route ids from `data.access`, and every method, path prefix and
-//! permission the data mentions, plus values that match nothing. Flags and risk levels take
-//! good, bad and malformed values, so the deny branches are reached as well as the allows.
+//! permission the data mentions, plus values that match nothing. Flags, risk levels and risk
+//! states take good, bad and malformed values, so the deny branches are reached as well as
+//! the allows.
 //! The sequence is fixed by its seed, so a refusal can be reproduced.
 
 use regorus::Value;
@@ -95,6 +96,17 @@ impl Sampler {
             2 => Json::Null,
             3 => json!(3),
             4 => json!("low"),
+            _ => json!("none"),
+        }
+    }
+
+    /// Mostly no risk state; otherwise each of Entra's states, or a malformed one.
+    fn risk_state(&mut self) -> Json {
+        match self.below(10) {
+            0 => json!("confirmedCompromised"),
+            1 => json!("atRisk"),
+            2 => json!("dismissed"),
+            3 => Json::Null,
             _ => json!("none"),
         }
     }
@@ -255,7 +267,7 @@ fn one_input(w: &Vocabulary, rng: &mut Sampler) -> Json {
             "agent".into(),
             json!({
                 "id": actor, "known": known, "display_name": "verify",
-                "enabled": rng.flag(true), "risk": rng.risk(),
+                "enabled": rng.flag(true), "risk": rng.risk(), "risk_state": rng.risk_state(),
                 "agent_user": rng.pick(&w.agent_users), "sponsors": [],
             }),
         );
@@ -267,7 +279,7 @@ fn one_input(w: &Vocabulary, rng: &mut Sampler) -> Json {
         let mut blueprint = json!({
             "id": rng.pick(&w.blueprints), "known": rng.flag(true), "name": "verify",
             "publisher": "verify", "disabled": rng.flag(false), "risk": rng.risk(),
-            "roles": [], "permissions": rng.subset(&w.permissions, 3),
+            "risk_state": rng.risk_state(), "roles": [], "permissions": rng.subset(&w.permissions, 3),
             "revoked_permissions": revoked,
         });
         if rng.one_in(8) {
@@ -284,6 +296,7 @@ fn one_input(w: &Vocabulary, rng: &mut Sampler) -> Json {
         "agent_app" | "app" => Json::Null,
         "agent_user" | "app_obo_agent_user" => json!({
             "id": rng.pick(&w.agent_users), "type": "agent_user", "enabled": rng.flag(true),
+            "risk": rng.risk(), "risk_state": rng.risk_state(),
         }),
         _ => {
             json!({"id": "00000000-0000-0000-0000-0000000000f0", "type": "human", "enabled": rng.flag(true)})
@@ -331,6 +344,7 @@ mod tests {
             "unlisted-route",
             "Unlisted.Permission",
             "\"agent_user\"",
+            "confirmedCompromised",
         ] {
             assert!(
                 inputs.iter().any(|i| i.contains(needle)),
