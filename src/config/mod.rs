@@ -6,10 +6,12 @@
 //! file are resolved against the file's own directory.
 
 mod error;
+mod graph;
 pub mod raw;
 
 pub use error::ConfigError;
-pub use raw::PolicyEngine;
+pub use graph::{DirectoryConfig, GraphConfig, GraphCredential};
+pub use raw::{OnStale, PolicyEngine};
 
 use crate::guid::is_guid;
 use crate::identity::EXCHANGE_AUDIENCE;
@@ -39,6 +41,7 @@ pub struct Config {
     pub log: LogConfig,
     pub shadow: Option<ShadowConfig>,
     pub dev: Option<DevConfig>,
+    pub directory: DirectoryConfig,
 }
 
 /// How edits are picked up.
@@ -191,7 +194,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         Self::from_raw(raw, path)
     }
@@ -291,6 +294,8 @@ impl Config {
             }
         });
 
+        let directory = graph::directory(raw.directory, &base, &mut problems);
+
         let dev = raw.dev.and_then(|d| {
             let issuer = socket(&d.issuer, "dev.issuer", &mut problems)?;
             let sample_upstream = match d.sample_upstream {
@@ -334,12 +339,34 @@ impl Config {
                 log,
                 shadow,
                 dev,
+                directory,
             }),
             _ => Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 problems,
             }),
         }
+    }
+}
+
+/// `line:column: [key: ]message`, naming the key of the refused line but never quoting the
+/// line itself as the TOML parser would: it may hold a secret typed where it does not belong
+/// (`client_secret = "..."`).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let source_line = text[line_start..].lines().next().unwrap_or("");
+    match source_line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() && !key.contains(['[', '"', '\'']) => {
+            format!("{line}:{column}: {}: {message}", key.trim())
+        }
+        _ => format!("{line}:{column}: {message}"),
     }
 }
 
