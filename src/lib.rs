@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod directory;
+pub mod graph;
 pub mod guid;
 pub mod identity;
 pub mod policy;
