@@ -120,7 +120,7 @@ pub struct Blueprint {
 }
 
 /// Someone accountable for an agent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sponsor {
     pub id: String,
@@ -222,17 +222,22 @@ pub struct Directory {
 impl Directory {
     /// Parses and validates directory JSON; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, DirectoryError> {
-        let file_name = file.display().to_string();
         let raw: DirectoryFile = serde_json::from_str(text).map_err(|e| DirectoryError::Parse {
-            file: file_name.clone(),
+            file: file.display().to_string(),
             line: e.line(),
             column: e.column(),
             message: e.to_string(),
         })?;
-        let problems = validate(&raw);
+        Self::from_file(raw, file)
+    }
+
+    /// Validates a directory already in its file shape (merged, or read from Graph); `file`
+    /// names it in errors.
+    pub fn from_file(raw: DirectoryFile, file: &Path) -> Result<Self, DirectoryError> {
+        let problems = raw.problems();
         if !problems.is_empty() {
             return Err(DirectoryError::Invalid {
-                file: file_name,
+                file: file.display().to_string(),
                 problems,
             });
         }
@@ -246,6 +251,14 @@ impl Directory {
     /// True when `id` is a blueprint the operator listed (bounds metric label values).
     pub fn has_blueprint(&self, id: &str) -> bool {
         self.blueprints.contains_key(id)
+    }
+}
+
+impl DirectoryFile {
+    /// Every consistency problem (ids that are not lower-case GUIDs, agent users that do
+    /// not name their agent back); empty when the directory is valid.
+    pub fn problems(&self) -> Vec<String> {
+        validate(self)
     }
 }
 
