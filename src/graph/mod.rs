@@ -1,19 +1,26 @@
 //! Reading the agent directory (blueprints, agent identities, agent users, agent risk) from
-//! Microsoft Graph.
+//! Microsoft Graph, and merging it with the operator's local file.
 //!
 //! The pieces, in the order a sync uses them: [`credential`] (the client credentials
 //! flow), [`client`] (access token, bounded GETs, paging, retries), [`reader`] (the four
-//! collections) and [`mapping`] (Graph objects to directory entries).
+//! collections), [`mapping`] (Graph objects to directory entries) and [`merge`] (local
+//! overrides on top, provenance, revision). [`diff`] compares two directories.
 
 pub mod client;
 pub mod credential;
+pub mod diff;
 pub mod error;
 pub mod mapping;
+pub mod merge;
 pub mod reader;
 pub mod secret;
 
 pub use client::{Deadline, GraphClient};
+pub use diff::{diff, DirectoryDiff, EntityKind};
 pub use error::GraphError;
 pub use mapping::{GraphDirectory, ObjectCounts};
+pub use merge::{
+    merge, merge_owned, EntityProvenance, MergeOptions, MergedDirectory, Provenance, Source,
+};
 pub use reader::read_directory;
 pub use secret::Secret;
