@@ -520,25 +520,28 @@ impl GraphClient {
     /// One client credentials request.
     async fn token_once(&self, deadline: Deadline) -> Result<CachedToken, Attempt> {
         let url = self.token_url.as_str();
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("client_id", &self.client_id)
-            .append_pair("scope", &self.scope)
-            .append_pair("grant_type", "client_credentials");
-        match self
+        let auth = self
             .credential
             .client_auth(&self.client_id, url)
-            .map_err(Attempt::Fail)?
-        {
-            ClientAuth::Secret(s) => form.append_pair("client_secret", s.expose()),
-            ClientAuth::Assertion(a) => form
-                .append_pair("client_assertion_type", JWT_BEARER_ASSERTION)
-                .append_pair("client_assertion", a.expose()),
+            .map_err(Attempt::Fail)?;
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("client_id", &self.client_id)
+                .append_pair("scope", &self.scope)
+                .append_pair("grant_type", "client_credentials");
+            match &auth {
+                ClientAuth::Secret(s) => form.append_pair("client_secret", s.expose()),
+                ClientAuth::Assertion(a) => form
+                    .append_pair("client_assertion_type", JWT_BEARER_ASSERTION)
+                    .append_pair("client_assertion", a.expose()),
+            };
+            form.finish()
         };
         let request = self
             .http
             .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
+            .body(body);
         let (status, headers, body) = self.send(url, request, deadline).await?;
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             return Err(self.throttled_attempt(url, status, &headers));

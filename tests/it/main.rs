@@ -8,6 +8,7 @@ mod attacks;
 mod caller_kinds;
 mod cli;
 mod fixtures;
+mod graph;
 mod http_abuse;
 mod input_schema;
 mod key_faults;
