@@ -3,8 +3,10 @@
 //!
 //! The pieces, in the order a sync uses them: [`credential`] (the client credentials
 //! flow), [`client`] (access token, bounded GETs, paging, retries), [`reader`] (the four
-//! collections), [`mapping`] (Graph objects to directory entries) and [`merge`] (local
-//! overrides on top, provenance, revision). [`diff`] compares two directories.
+//! collections), [`mapping`] (Graph objects to directory entries), [`merge`] (local
+//! overrides on top, provenance, revision) and [`sync`] (the periodic driver, its status and
+//! metrics). [`diff`] compares two directories for `agentgate directory diff`. The design
+//! and the Graph resources are described in `docs/directory-sync.md`.
 
 pub mod client;
 pub mod credential;
@@ -14,6 +16,7 @@ pub mod mapping;
 pub mod merge;
 pub mod reader;
 pub mod secret;
+pub mod sync;
 
 pub use client::{Deadline, GraphClient};
 pub use diff::{diff, DirectoryDiff, EntityKind};
@@ -24,3 +27,4 @@ pub use merge::{
 };
 pub use reader::read_directory;
 pub use secret::Secret;
+pub use sync::{SyncDriver, SyncMetrics, SyncStatus, SyncedDirectory};

@@ -1,7 +1,8 @@
 //! The directory sync from Microsoft Graph, against the fake Graph on loopback: the client
-//! (credentials, paging, throttling, faults).
+//! (credentials, paging, throttling, faults) and the periodic driver.
 
 mod client;
+mod driver;
 
 use crate::support::*;
 use agentgate::config::{GraphConfig, GraphCredential, OnStale};
