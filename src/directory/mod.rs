@@ -222,13 +222,7 @@ pub struct Directory {
 impl Directory {
     /// Parses and validates directory JSON; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, DirectoryError> {
-        let raw: DirectoryFile = serde_json::from_str(text).map_err(|e| DirectoryError::Parse {
-            file: file.display().to_string(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
-        Self::from_file(raw, file)
+        Self::from_file(DirectoryFile::parse(text, file)?, file)
     }
 
     /// Validates a directory already in its file shape (merged, or read from Graph); `file`
@@ -255,6 +249,16 @@ impl Directory {
 }
 
 impl DirectoryFile {
+    /// Parses directory JSON without validating it; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, DirectoryError> {
+        serde_json::from_str(text).map_err(|e| DirectoryError::Parse {
+            file: file.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
+    }
+
     /// Every consistency problem (ids that are not lower-case GUIDs, agent users that do
     /// not name their agent back); empty when the directory is valid.
     pub fn problems(&self) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The directory sync from Microsoft Graph, against the fake Graph on loopback: the client
-//! (credentials, paging, throttling, faults) and the periodic driver.
+//! (credentials, paging, throttling, faults), the periodic driver, and the CLI.
 
+mod cli;
 mod client;
 mod driver;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub const CLIENT_ID: &str = "bbbbbbbb-2222-2222-2222-0000000000c1";
 pub const SECRET: &str = "gr4ph-s3cret-Vq9-not-for-logs";
 pub const FEDERATED: &str = "eyJhbGciOiJSUzI1NiJ9.federated-token-one.c2lnbmF0dXJl";
+pub const AGENT_NEW: &str = "dddddddd-4444-4444-4444-0000000000a1";
 
 /// The fake Graph on a thread and runtime of its own, so tests may drive it from inside
 /// their own runtime; stopped on drop.
