@@ -381,7 +381,10 @@ impl GraphState {
 
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.requests).clone()
+        // Recorded as answers complete; concurrent requests may finish out of order.
+        let mut requests = lock(&self.requests).clone();
+        requests.sort_by_key(|r| r.at);
+        requests
     }
 
     /// Every access token issued so far (tests scan logs for them).

@@ -72,6 +72,9 @@ pub enum GraphError {
     /// missing blueprint reference); every problem is listed.
     #[error("Graph returned objects that cannot be used:\n  - {}", problems.join("\n  - "))]
     Mapping { problems: Vec<String> },
+    /// Occurs when the sync's metrics cannot be created.
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// Occurs when the merged directory does not validate.
     #[error(transparent)]
     Directory(#[from] DirectoryError),

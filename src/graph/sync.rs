@@ -204,7 +204,7 @@ impl SyncDriver {
             client: GraphClient::new(config)?,
             config: config.clone(),
             state: Mutex::new(DriverState::default()),
-            metrics: SyncMetrics::new().map_err(|e| GraphError::Client(e.to_string()))?,
+            metrics: SyncMetrics::new().map_err(|e| GraphError::Metrics(e.to_string()))?,
         })
     }
 
