@@ -67,7 +67,7 @@ pub struct ProvenanceSummary {
 }
 
 /// Provenance of every entity of a merged directory.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Provenance {
     file_only: BTreeSet<(EntityKind, String)>,
     /// Entities in both, with the fields whose value is the file's (possibly none).
