@@ -3,9 +3,9 @@
 //!
 //! The pieces, in the order a sync uses them: [`credential`] (the client credentials
 //! flow), [`client`] (access token, bounded GETs, paging, retries), [`reader`] (the four
-//! collections), [`mapping`] (Graph objects to directory entries), [`merge`] (local
+//! collections), [`mapping`] (Graph objects to directory entries), [`merge`](mod@merge) (local
 //! overrides on top, provenance, revision) and [`sync`] (the periodic driver, its status and
-//! metrics). [`diff`] compares two directories for `agentgate directory diff`. The design
+//! metrics). [`diff`](mod@diff) compares two directories for `agentgate directory diff`. The design
 //! and the Graph resources are described in `docs/directory-sync.md`.
 
 pub mod client;

@@ -42,7 +42,7 @@ pub struct SyncedDirectory {
 
 impl SyncedDirectory {
     /// The directory to serve: this Graph directory with `local` on top (see
-    /// [`super::merge`]); Graph-only entities are withheld when stale under
+    /// [`super::merge`](mod@super::merge)); Graph-only entities are withheld when stale under
     /// `refuse_unvouched`.
     pub fn merge(&self, local: &DirectoryFile) -> Result<MergedDirectory, DirectoryError> {
         merge(
