@@ -169,22 +169,21 @@ impl FakeTenant {
     /// Which kind of agent object `id` is: `agent`, `blueprint` (principal) or `agent_user`.
     pub(super) fn kind_of(&self, id: &str) -> Option<&'static str> {
         let id = id.to_ascii_lowercase();
-        let t = self;
-        let (bps, agents, users, _) = t.synthetic_counts();
+        let (bps, agents, users, _) = self.synthetic_counts();
         let synthetic_user = synthetic_index(SYN_AGENT_USER, &id).filter(|i| {
-            t.synthetic
+            self.synthetic
                 .is_some_and(|s| s.agent_user_every > 0 && i % s.agent_user_every == 0)
                 && *i < agents
         });
-        if t.agents.iter().any(|a| a.id == id)
+        if self.agents.iter().any(|a| a.id == id)
             || synthetic_index(SYN_AGENT, &id).is_some_and(|i| i < agents)
         {
             Some("agent")
-        } else if t.blueprints.iter().any(|b| b.object_id == id)
+        } else if self.blueprints.iter().any(|b| b.object_id == id)
             || synthetic_index(SYN_PRINCIPAL, &id).is_some_and(|i| i < bps)
         {
             Some("blueprint")
-        } else if t.agent_users.iter().any(|u| u.id == id)
+        } else if self.agent_users.iter().any(|u| u.id == id)
             || (users > 0 && synthetic_user.is_some())
         {
             Some("agent_user")
@@ -195,12 +194,11 @@ impl FakeTenant {
 
     /// The agent at `index` of the listing (explicit ones first).
     pub(super) fn agent_at(&self, index: usize) -> Option<FakeAgent> {
-        let t = self;
-        if let Some(a) = t.agents.get(index) {
+        if let Some(a) = self.agents.get(index) {
             return Some(a.clone());
         }
-        let s = t.synthetic?;
-        let i = index - t.agents.len();
+        let s = self.synthetic?;
+        let i = index - self.agents.len();
         (i < s.blueprints * s.agents_per_blueprint).then(|| FakeAgent {
             id: synthetic_id(SYN_AGENT, i),
             name: format!("Synthetic agent {i}"),
@@ -216,12 +214,11 @@ impl FakeTenant {
     }
 
     pub(super) fn blueprint_at(&self, index: usize) -> Option<FakeBlueprint> {
-        let t = self;
-        if let Some(b) = t.blueprints.get(index) {
+        if let Some(b) = self.blueprints.get(index) {
             return Some(b.clone());
         }
-        let s = t.synthetic?;
-        let i = index - t.blueprints.len();
+        let s = self.synthetic?;
+        let i = index - self.blueprints.len();
         (i < s.blueprints).then(|| FakeBlueprint {
             object_id: synthetic_id(SYN_PRINCIPAL, i),
             app_id: synthetic_id(SYN_BLUEPRINT, i),
@@ -234,12 +231,11 @@ impl FakeTenant {
     }
 
     pub(super) fn agent_user_at(&self, index: usize) -> Option<FakeAgentUser> {
-        let t = self;
-        if let Some(u) = t.agent_users.get(index) {
+        if let Some(u) = self.agent_users.get(index) {
             return Some(u.clone());
         }
-        let s = t.synthetic.filter(|s| s.agent_user_every > 0)?;
-        let agent = (index - t.agent_users.len()) * s.agent_user_every;
+        let s = self.synthetic.filter(|s| s.agent_user_every > 0)?;
+        let agent = (index - self.agent_users.len()) * s.agent_user_every;
         (agent < s.blueprints * s.agents_per_blueprint).then(|| FakeAgentUser {
             id: synthetic_id(SYN_AGENT_USER, agent),
             name: format!("Synthetic agent user {agent}"),
