@@ -664,3 +664,45 @@ async fn an_extra_ca_file_is_trusted_for_https() {
     let err = GraphClient::new(&c).err().unwrap();
     assert!(err.to_string().contains("cannot read ca_file"), "{err}");
 }
+
+/// The demo serves the shipped directory from the fake: what Graph then says matches it.
+#[tokio::test]
+async fn a_fake_tenant_built_from_the_shipped_directory_reads_back_alike() {
+    let path = repo().join("policies/data/directory.json");
+    let shipped =
+        agentgate::directory::DirectoryFile::parse(&std::fs::read_to_string(&path).unwrap(), &path)
+            .unwrap();
+    let fake = FakeGraph::start(agentgate::dev::graph::FakeTenant::from_directory(&shipped));
+    let (client, _dir) = client_with(&fake, |_| {});
+    let g = read(&client).await.unwrap();
+    assert_eq!(g.file.blueprints.len(), shipped.blueprints.len());
+    assert_eq!(g.file.agents.len(), shipped.agents.len());
+    for (id, b) in &shipped.blueprints {
+        let read = &g.file.blueprints[id];
+        assert_eq!(
+            (read.disabled, read.risk, read.name.as_str()),
+            (b.disabled, b.risk, b.name.as_str()),
+            "{id}"
+        );
+    }
+    for (id, a) in &shipped.agents {
+        let read = &g.file.agents[id];
+        assert_eq!(
+            (
+                read.enabled,
+                read.risk,
+                &read.blueprint,
+                &read.agent_user,
+                &read.sponsors
+            ),
+            (a.enabled, a.risk, &a.blueprint, &a.agent_user, &a.sponsors),
+            "{id}"
+        );
+    }
+    assert_eq!(g.file.agent_users[AGENT_USER_EMEA].parent_agent, AGENT_EMEA);
+    // The fake's principal ids lead risk to the blueprint.
+    assert_eq!(
+        agentgate::dev::graph::principal_id(BP_SALES),
+        "0b0b0b0b-3333-3333-3333-000000000001"
+    );
+}
