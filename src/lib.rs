@@ -4,6 +4,7 @@
 //! The request path, module by module: [`proxy`] (pingora phases) -> [`authorize`] (the
 //! transport-free pipeline) -> [`identity`] (keys, token validation, caller kinds) ->
 //! [`directory`] (blueprints, agents, agent users) -> [`policy`] (input, Rego, decision).
+//! Beside it, [`graph`] reads the directory from Microsoft Graph.
 
 #![forbid(unsafe_code)]
 // The request path must never panic; tests may.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod directory;
+pub mod graph;
 pub mod guid;
 pub mod identity;
 pub mod policy;

@@ -3,25 +3,38 @@
 # invalid CIDRs and time zones, and malformed access rules.
 package agentgate_test
 
-test_data_agents_reference_known_blueprints if {
+# An agent's blueprint need not be listed: Entra keeps the agents of a deleted
+# blueprint principal for a day, and such an agent is denied unknown_blueprint.
+test_data_agents_well_formed if {
 	every id, agent in data.directory.agents {
-		data.directory.blueprints[agent.blueprint]
+		is_string(agent.blueprint)
 		agent.enabled in {true, false}
 		agent.risk in {"none", "low", "medium", "high"}
+		object.get(agent, "risk_state", "none") in risk_states
 		is_array(agent.sponsors)
 		not object.get(agent, "agent_user", null) == id
 	}
 }
 
+risk_states := {"none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised"}
+
+# An agent user's parent agent need not be listed (Entra keeps agent users of a
+# deleted agent); a listed parent names the user back.
 test_data_agent_users_link_back if {
 	every oid, u in data.directory.agent_users {
-		data.directory.agents[u.parent_agent].agent_user == oid
+		parent_links_back(oid, u.parent_agent)
 		u.enabled in {true, false}
+		object.get(u, "risk", "none") in {"none", "low", "medium", "high"}
+		object.get(u, "risk_state", "none") in risk_states
 	}
 	every id, agent in data.directory.agents {
 		agent_user_linked(id, agent)
 	}
 }
+
+parent_links_back(_, parent) if not data.directory.agents[parent]
+
+parent_links_back(oid, parent) if data.directory.agents[parent].agent_user == oid
 
 agent_user_linked(_, agent) if not agent.agent_user
 
@@ -31,6 +44,7 @@ test_data_blueprints_well_formed if {
 	every _, bp in data.directory.blueprints {
 		bp.disabled in {true, false}
 		bp.risk in {"none", "low", "medium", "high"}
+		object.get(bp, "risk_state", "none") in risk_states
 		is_array(bp.revoked_permissions)
 		every p in bp.revoked_permissions {
 			p in bp.permissions

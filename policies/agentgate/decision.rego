@@ -36,10 +36,22 @@ agent_decision(inp) := deny("unknown_blueprint") if {
 	# Only the agent's own user account; app_obo_agent_user is a non-agent kind.
 	inp.token.kind == "agent_user"
 	not inp.user.enabled == true
+} else := deny("risk_confirmed_compromised") if {
+	# An admin confirmed the compromise in Entra ID Protection (or the operator
+	# says so locally): named apart from a detected high risk.
+	inp.blueprint.risk_state == "confirmedCompromised"
+} else := deny("risk_confirmed_compromised") if {
+	inp.agent.risk_state == "confirmedCompromised"
+} else := deny("risk_confirmed_compromised") if {
+	inp.token.kind == "agent_user"
+	inp.user.risk_state == "confirmedCompromised"
 } else := deny("risk_high") if {
 	inp.blueprint.risk == "high"
 } else := deny("risk_high") if {
 	inp.agent.risk == "high"
+} else := deny("risk_high") if {
+	inp.token.kind == "agent_user"
+	inp.user.risk == "high"
 } else := agent_access_decision(
 	inp,
 	object.get(access_data, ["blueprints", object.get(inp, ["blueprint", "id"], "")], {}),

@@ -28,7 +28,7 @@ test_decision_helpers if {
 everything_wrong := with_patch(agent_user, {
 	"request": {"method": "DELETE", "client_ip": "8.8.8.8", "time_ns": 1767452400000000000},
 	"token": {"scopes": []},
-	"agent": {"id": "agent-fenced", "enabled": false, "risk": "high"},
+	"agent": {"id": "agent-fenced", "enabled": false, "risk": "high", "risk_state": "confirmedCompromised"},
 	"blueprint": {"id": "bp-fenced", "known": false, "disabled": true, "risk": "high", "revoked_permissions": ["Orders.Read"]},
 	"user": {"enabled": false},
 })
@@ -51,10 +51,19 @@ test_decision_priority_4_agent_user_disabled if {
 	decide(inp) == denied("agent_user_disabled")
 }
 
-test_decision_priority_5_risk_high if {
+test_decision_priority_5_risk_confirmed_compromised if {
 	inp := with_patch(everything_wrong, {
 		"blueprint": {"known": true, "disabled": false},
 		"agent": {"enabled": true},
+		"user": {"enabled": true},
+	})
+	decide(inp) == denied("risk_confirmed_compromised")
+}
+
+test_decision_priority_5_risk_high if {
+	inp := with_patch(everything_wrong, {
+		"blueprint": {"known": true, "disabled": false},
+		"agent": {"enabled": true, "risk_state": "atRisk"},
 		"user": {"enabled": true},
 	})
 	decide(inp) == denied("risk_high")
@@ -63,7 +72,7 @@ test_decision_priority_5_risk_high if {
 test_decision_priority_6_location_denied if {
 	inp := with_patch(everything_wrong, {
 		"blueprint": {"known": true, "disabled": false, "risk": "low"},
-		"agent": {"enabled": true, "risk": "none"},
+		"agent": {"enabled": true, "risk": "none", "risk_state": "none"},
 		"user": {"enabled": true},
 	})
 	decide(inp) == denied("location_denied")
@@ -73,7 +82,7 @@ test_decision_priority_7_outside_hours if {
 	inp := with_patch(everything_wrong, {
 		"request": {"client_ip": "10.1.2.3"},
 		"blueprint": {"known": true, "disabled": false, "risk": "low"},
-		"agent": {"id": "agent-1", "enabled": true, "risk": "none"},
+		"agent": {"id": "agent-1", "enabled": true, "risk": "none", "risk_state": "none"},
 		"user": {"enabled": true},
 	})
 	decide(inp) == denied("outside_hours")
@@ -83,7 +92,7 @@ test_decision_priority_8_route_not_allowed if {
 	inp := with_patch(everything_wrong, {
 		"request": {"client_ip": "10.1.2.3", "time_ns": thu_15_utc},
 		"blueprint": {"known": true, "disabled": false, "risk": "low"},
-		"agent": {"id": "agent-1", "enabled": true, "risk": "none"},
+		"agent": {"id": "agent-1", "enabled": true, "risk": "none", "risk_state": "none"},
 		"user": {"enabled": true},
 	})
 	decide(inp) == denied("route_not_allowed")
@@ -94,7 +103,7 @@ test_decision_priority_9_permission_revoked_before_missing if {
 		"request": {"method": "GET", "client_ip": "10.1.2.3", "time_ns": thu_15_utc},
 		"token": {"scopes": ["Orders.Read"]},
 		"blueprint": {"known": true, "disabled": false, "risk": "low"},
-		"agent": {"id": "agent-1", "enabled": true, "risk": "none"},
+		"agent": {"id": "agent-1", "enabled": true, "risk": "none", "risk_state": "none"},
 		"user": {"enabled": true},
 	})
 	decide(inp) == denied_scope("permission_revoked")

@@ -57,11 +57,12 @@ agent_app := {
 	"subject": {"tenant": tenant, "id": "agent-1"},
 	"agent": {
 		"id": "agent-1", "known": true, "display_name": "Sales Assistant - Test", "enabled": true,
-		"sponsors": [], "risk": "none", "agent_user": null,
+		"sponsors": [], "risk": "none", "risk_state": "none", "agent_user": null,
 	},
 	"blueprint": {
 		"id": "bp-sales", "known": true, "name": "Sales Assistant Agent", "publisher": "Contoso",
-		"disabled": false, "risk": "low", "roles": [], "permissions": [], "revoked_permissions": [],
+		"disabled": false, "risk": "low", "risk_state": "none",
+		"roles": [], "permissions": [], "revoked_permissions": [],
 	},
 	"user": null,
 }
@@ -70,7 +71,8 @@ agent_app := {
 agent_obo := object.union(agent_app, {
 	"token": {"kind": "agent_obo", "idtyp": "user", "roles": [], "scopes": ["Orders.Read"]},
 	"subject": {"id": "human-1"},
-	"user": {"tenant": tenant, "id": "human-1", "type": "human", "known": false, "enabled": true},
+	"user": {"tenant": tenant, "id": "human-1", "type": "human", "known": false, "enabled": true,
+		"risk": "none", "risk_state": "none"},
 })
 
 # Agent acting as its own agent user account (delegated: scopes).
@@ -93,7 +95,8 @@ app := object.union(agent_app, {
 user := object.union(app, {
 	"token": {"kind": "user", "idtyp": "user", "roles": [], "scopes": ["Orders.Read"]},
 	"subject": {"id": "human-1"},
-	"user": {"tenant": tenant, "id": "human-1", "type": "human", "known": false, "enabled": true},
+	"user": {"tenant": tenant, "id": "human-1", "type": "human", "known": false, "enabled": true,
+		"risk": "none", "risk_state": "none"},
 })
 
 with_patch(base, patch) := object.union(base, patch)

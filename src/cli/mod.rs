@@ -1,7 +1,8 @@
-//! The command line: `serve` (the default), `check`, `eval`, `test`, `bundle`, `token`,
-//! `completions`.
+//! The command line: `serve` (the default), `demo`, `check`, `eval`, `test`, `bundle`,
+//! `directory`, `token`, `completions`.
 
 mod bundle_cmd;
+mod directory;
 mod eval;
 mod test_cmd;
 mod token;
@@ -73,6 +74,9 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the agent directory from Microsoft Graph ([directory.graph]).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// Print shell completions.
     ///
     /// Example: agentgate completions bash > /etc/bash_completion.d/agentgate
@@ -210,6 +214,37 @@ enum TokenCommand {
     Mint(Box<MintArgs>),
 }
 
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Read the directory from Graph once, merge the local directory file on top, validate,
+    /// and write the result atomically.
+    ///
+    /// Example: agentgate directory sync --config config/agentgate.toml --out /var/lib/agentgate/directory.json
+    Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write the directory JSON (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write Graph's directory alone, without the local overrides.
+        #[arg(long)]
+        graph_only: bool,
+    },
+    /// Show what a sync would change compared with the current directory file: entities
+    /// added, removed and changed, with the fields.
+    ///
+    /// Example: agentgate directory diff --config config/agentgate.toml --against last-sync.json
+    Diff {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Compare with this directory file instead of the policy directory's data/directory.json.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
 #[derive(Debug, Args)]
 struct MintArgs {
     #[command(flatten)]
@@ -314,6 +349,21 @@ pub fn run(cli: Cli) -> Result<bool> {
             out.flush()?;
             Ok(true)
         }
+        Some(Command::Directory(DirectoryCommand::Sync {
+            config,
+            out,
+            graph_only,
+        })) => directory::sync(&load(&config)?, &out, graph_only).map(|()| true),
+        Some(Command::Directory(DirectoryCommand::Diff {
+            config,
+            against,
+            format,
+        })) => directory::diff_cmd(
+            &load(&config)?,
+            against.as_deref(),
+            matches!(format, Format::Json),
+        )
+        .map(|()| true),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -12,8 +12,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// Occurs when the file is not valid TOML or does not match the expected shape.
-    #[error("{path}: {message}")]
+    /// Occurs when the file is not valid TOML or does not match the expected shape; the
+    /// message starts with `line:column`.
+    #[error("{path}:{message}")]
     Parse { path: PathBuf, message: String },
     /// Occurs when values parse but make no sense together; every problem is listed.
     #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]

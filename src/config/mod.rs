@@ -6,11 +6,13 @@
 //! file are resolved against the file's own directory.
 
 mod error;
+mod graph;
 pub mod raw;
 mod tls;
 
 pub use error::ConfigError;
-pub use raw::{ClientAuth, PolicyEngine};
+pub use graph::{DirectoryConfig, GraphConfig, GraphCredential};
+pub use raw::{ClientAuth, OnStale, PolicyEngine};
 pub use tls::{CertificateFiles, ListenerConfig, ListenerTlsConfig, UpstreamTlsConfig};
 
 use crate::guid::is_guid;
@@ -41,6 +43,7 @@ pub struct Config {
     pub log: LogConfig,
     pub shadow: Option<ShadowConfig>,
     pub dev: Option<DevConfig>,
+    pub directory: DirectoryConfig,
 }
 
 /// The admin listener.
@@ -281,7 +284,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: toml_message(text, &e),
+            message: parse_message(text, &e),
         })?;
         Self::from_raw(raw, path)
     }
@@ -318,6 +321,10 @@ impl Config {
             }
         });
 
+        let reach = graph::Reach {
+            cloud: raw.identity.cloud,
+            demo: raw.dev.is_some(),
+        };
         let identity = identity(raw.identity, &base, raw.dev.is_some(), &mut problems);
         let policy = PolicyConfig {
             dir: base.join(&raw.policy.dir),
@@ -409,6 +416,8 @@ impl Config {
             }
         });
 
+        let directory = graph::directory(raw.directory, &base, reach, &mut problems);
+
         let dev = raw.dev.and_then(|d| {
             let issuer = socket(&d.issuer, "dev.issuer", &mut problems)?;
             let sample_upstream = match d.sample_upstream {
@@ -456,6 +465,7 @@ impl Config {
                 log,
                 shadow,
                 dev,
+                directory,
             }),
             _ => Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -465,28 +475,24 @@ impl Config {
     }
 }
 
-/// A TOML error as `line L, column C: message`, without the excerpt of the file the parser
-/// quotes (the file may hold values nobody should find in a log).
-fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            let column = before.len() - line_start + 1;
-            // The key on that line (never its value), to say which setting is wrong.
-            let key = text[line_start..]
-                .lines()
-                .next()
-                .and_then(|l| l.split_once('='))
-                .map(|(k, _)| k.trim())
-                .filter(|k| !k.is_empty() && !k.starts_with('#'));
-            match key {
-                Some(key) => format!("line {line}, column {column} ({key}): {}", e.message()),
-                None => format!("line {line}, column {column}: {}", e.message()),
-            }
+/// `line:column: [key: ]message`, naming the key of the refused line but never quoting the
+/// line itself as the TOML parser would: it may hold a secret typed where it does not belong
+/// (`client_secret = "..."`).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let source_line = text[line_start..].lines().next().unwrap_or("");
+    match source_line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() && !key.contains(['[', '"', '\'']) => {
+            format!("{line}:{column}: {}: {message}", key.trim())
         }
-        None => e.message().to_string(),
+        _ => format!("{line}:{column}: {message}"),
     }
 }
 

@@ -29,6 +29,91 @@ pub struct RawConfig {
     pub log: RawLog,
     pub shadow: Option<RawShadow>,
     pub dev: Option<RawDev>,
+    #[serde(default)]
+    pub directory: RawDirectory,
+}
+
+/// `[directory]`: where the agent directory comes from besides `policies/data/directory.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub graph: Option<RawGraph>,
+}
+
+/// `[directory.graph]`: read the directory from Microsoft Graph.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraph {
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub certificate_file: Option<String>,
+    pub private_key_file: Option<String>,
+    pub federated_token_file: Option<String>,
+    /// Defaults to the `[identity]` cloud's authority.
+    pub authority: Option<String>,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    pub ca_file: Option<String>,
+    #[serde(default = "default_sync_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_directory_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(default)]
+    pub on_stale: OnStale,
+    #[serde(default = "default_graph_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_sync_timeout", with = "humantime_serde")]
+    pub sync_timeout: Duration,
+    #[serde(default = "default_graph_max_response_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default = "default_graph_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    #[serde(default = "default_read_risk")]
+    pub read_risk: bool,
+}
+
+/// What a directory older than `max_age` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    /// Keep serving the last good directory; `/readyz` and the metrics report it stale.
+    #[default]
+    KeepServing,
+    /// Refuse what only Graph vouched for: entities the local file does not list are served
+    /// disabled until a sync succeeds again.
+    RefuseUnvouched,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".into()
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_directory_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_graph_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_sync_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_graph_max_response_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_graph_max_retries() -> u32 {
+    4
+}
+fn default_page_size() -> u32 {
+    999
+}
+fn default_read_risk() -> bool {
+    true
 }
 
 /// `[reload]`: how edits to policies, data and routes are picked up.

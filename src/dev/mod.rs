@@ -7,6 +7,7 @@
 //! key's JWKS, as the demo configuration does.
 
 pub mod demo;
+pub mod graph;
 pub mod mint;
 pub mod servers;
 pub mod tls;

@@ -1,10 +1,16 @@
 //! The agent directory: blueprints, agent identities and agent users, as the operator keeps
-//! them in `policies/data/directory.json`.
+//! them in `policies/data/directory.json` or as read from Microsoft Graph (see
+//! `crate::graph`).
 //!
 //! The file is validated into typed entries (every problem reported with its JSON path), and
 //! the same document is handed to Rego as `data.directory`. Lookups are by id, so the request
 //! path does a hash lookup and never scans. The directory enriches what a token says; it never
 //! overrides it: an entry naming another blueprint than the token is a mismatch, not a fix.
+//!
+//! Validation accepts every state Entra can legitimately be in: an agent whose blueprint is
+//! not listed (its blueprint principal was deleted from the tenant, or not read) and an agent
+//! user whose parent agent is not listed (soft-deleted). Such an agent reaches policy with
+//! `blueprint.known: false` and is refused as `unknown_blueprint`.
 
 mod resolve;
 
@@ -15,8 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Risk level of a blueprint or an agent (Entra ID Protection's scale).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// Risk level of a blueprint, an agent or an agent user (Entra ID Protection's scale),
+/// ordered from least to most severe.
+///
+/// Entra also reports `hidden` (the level is not disclosed to the reader) and may add values
+/// later; the Graph mapping reads both as [`Risk::High`] (fail closed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     #[default]
@@ -34,6 +44,44 @@ impl Risk {
             Self::Low => "low",
             Self::Medium => "medium",
             Self::High => "high",
+        }
+    }
+}
+
+/// Where an entity stands in Entra ID Protection's risk workflow (`riskState`), with Entra's
+/// own spelling (`"confirmedCompromised"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RiskState {
+    #[default]
+    None,
+    ConfirmedSafe,
+    Remediated,
+    Dismissed,
+    AtRisk,
+    ConfirmedCompromised,
+}
+
+impl RiskState {
+    /// The name used in policy input and in the directory file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ConfirmedSafe => "confirmedSafe",
+            Self::Remediated => "remediated",
+            Self::Dismissed => "dismissed",
+            Self::AtRisk => "atRisk",
+            Self::ConfirmedCompromised => "confirmedCompromised",
+        }
+    }
+
+    /// How alarming the state is: 2 confirmed compromised, 1 at risk, 0 for the states in
+    /// which nothing is (or no longer is) suspected.
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::ConfirmedCompromised => 2,
+            Self::AtRisk => 1,
+            Self::None | Self::ConfirmedSafe | Self::Remediated | Self::Dismissed => 0,
         }
     }
 }
@@ -63,10 +111,16 @@ pub struct Blueprint {
     pub revoked_permissions: Vec<String>,
     #[serde(default)]
     pub risk: Risk,
+    #[serde(default)]
+    pub risk_state: RiskState,
+    /// The blueprint's home tenant (Entra's `appOwnerOrganizationId`), which differs from
+    /// `tenant` for a blueprint published by another organisation.
+    #[serde(default)]
+    pub home_tenant: Option<String>,
 }
 
 /// Someone accountable for an agent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sponsor {
     pub id: String,
@@ -101,6 +155,8 @@ pub struct AgentIdentity {
     pub agent_user: Option<String>,
     #[serde(default)]
     pub risk: Risk,
+    #[serde(default)]
+    pub risk_state: RiskState,
 }
 
 /// An agent user: the 1:1 user account of an agent identity.
@@ -110,8 +166,14 @@ pub struct AgentUser {
     pub parent_agent: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    #[serde(default)]
+    pub risk: Risk,
+    #[serde(default)]
+    pub risk_state: RiskState,
 }
 
 fn yes() -> bool {
@@ -160,17 +222,16 @@ pub struct Directory {
 impl Directory {
     /// Parses and validates directory JSON; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, DirectoryError> {
-        let file_name = file.display().to_string();
-        let raw: DirectoryFile = serde_json::from_str(text).map_err(|e| DirectoryError::Parse {
-            file: file_name.clone(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
-        let problems = validate(&raw);
+        Self::from_file(DirectoryFile::parse(text, file)?, file)
+    }
+
+    /// Validates a directory already in its file shape (merged, or read from Graph); `file`
+    /// names it in errors.
+    pub fn from_file(raw: DirectoryFile, file: &Path) -> Result<Self, DirectoryError> {
+        let problems = raw.problems();
         if !problems.is_empty() {
             return Err(DirectoryError::Invalid {
-                file: file_name,
+                file: file.display().to_string(),
                 problems,
             });
         }
@@ -184,6 +245,24 @@ impl Directory {
     /// True when `id` is a blueprint the operator listed (bounds metric label values).
     pub fn has_blueprint(&self, id: &str) -> bool {
         self.blueprints.contains_key(id)
+    }
+}
+
+impl DirectoryFile {
+    /// Parses directory JSON without validating it; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, DirectoryError> {
+        serde_json::from_str(text).map_err(|e| DirectoryError::Parse {
+            file: file.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every consistency problem (ids that are not lower-case GUIDs, agent users that do
+    /// not name their agent back); empty when the directory is valid.
+    pub fn problems(&self) -> Vec<String> {
+        validate(self)
     }
 }
 
@@ -208,13 +287,10 @@ fn validate(d: &DirectoryFile) -> Vec<String> {
         guid("agent_users key", id);
         guid(&format!("agent_users.{id}.parent_agent"), &u.parent_agent);
     }
+    // An agent's blueprint and an agent user's parent agent need not be listed: Entra keeps
+    // agents of a deleted blueprint principal for a day, and agent users of a deleted agent
+    // for good. An unlisted blueprint reaches policy as unknown, which denies.
     for (id, a) in &d.agents {
-        if !d.blueprints.contains_key(&a.blueprint) {
-            problems.push(format!(
-                "agents.{id}.blueprint {} is not listed under blueprints: add the blueprint or fix the id",
-                a.blueprint
-            ));
-        }
         if let Some(u) = &a.agent_user {
             match d.agent_users.get(u) {
                 Some(entry) if &entry.parent_agent == id => {}
@@ -222,14 +298,6 @@ fn validate(d: &DirectoryFile) -> Vec<String> {
                     "agents.{id}.agent_user {u} must be listed under agent_users with parent_agent {id}"
                 )),
             }
-        }
-    }
-    for (id, u) in &d.agent_users {
-        if !d.agents.contains_key(&u.parent_agent) {
-            problems.push(format!(
-                "agent_users.{id}.parent_agent {} is not listed under agents",
-                u.parent_agent
-            ));
         }
     }
     problems

@@ -2,7 +2,7 @@
 //!
 //! The corpus is driven by the input schema (`docs/policy-input.schema.json`, compiled in),
 //! the policy set's own data, and the inputs of the set's own Rego tests:
-//! - every input a test of the set evaluates the policy on ([`super::testing::test_inputs`]),
+//! - every input a test of the set evaluates the policy on ([`super::capture::test_inputs`]),
 //!   which reaches the allows and denies the author thought of;
 //! - each of those with one to three fields replaced, every field of the schema in turn,
 //!   which walks the neighbourhood of each case (another method, tenant, issuer, header,

@@ -46,6 +46,8 @@ struct Keys {
     issued_at: Value,
     not_before: Value,
     expires_at: Value,
+    risk: Value,
+    risk_state: Value,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
@@ -81,6 +83,8 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     issued_at: "issued_at".into(),
     not_before: "not_before".into(),
     expires_at: "expires_at".into(),
+    risk: "risk".into(),
+    risk_state: "risk_state".into(),
 });
 
 /// The facts of one request that policy may see.
@@ -236,6 +240,10 @@ fn blueprint_value(id: &str, b: Option<&Blueprint>) -> Value {
     put("publisher", opt_str(b.and_then(|b| b.publisher.as_deref())));
     put("disabled", b.is_some_and(|b| b.disabled).into());
     put("risk", b.map_or("none", |b| b.risk.as_str()).into());
+    put(
+        "risk_state",
+        b.map_or("none", |b| b.risk_state.as_str()).into(),
+    );
     let empty: &[String] = &[];
     put("roles", strings(b.map_or(empty, |b| &b.roles)));
     put("permissions", strings(b.map_or(empty, |b| &b.permissions)));
@@ -256,6 +264,10 @@ fn agent_value(id: &str, a: Option<&AgentIdentity>) -> Value {
     put("display_name", opt_str(a.map(|a| a.display_name.as_str())));
     put("enabled", a.is_none_or(|a| a.enabled).into());
     put("risk", a.map_or("none", |a| a.risk.as_str()).into());
+    put(
+        "risk_state",
+        a.map_or("none", |a| a.risk_state.as_str()).into(),
+    );
     put(
         "agent_user",
         opt_str(a.and_then(|a| a.agent_user.as_deref())),
@@ -297,6 +309,14 @@ fn user_value(caller: &Caller, agent_user: Option<&AgentUser>) -> Value {
         ),
         (&k.known, agent_user.is_some().into()),
         (&k.enabled, agent_user.is_none_or(|u| u.enabled).into()),
+        (
+            &k.risk,
+            agent_user.map_or("none", |u| u.risk.as_str()).into(),
+        ),
+        (
+            &k.risk_state,
+            agent_user.map_or("none", |u| u.risk_state.as_str()).into(),
+        ),
     ])
 }
 

@@ -27,6 +27,9 @@ use regorus::Value;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+/// The operator's directory file in a policy directory (mounted at `data.directory`).
+pub const DIRECTORY_FILE: &str = "data/directory.json";
+
 /// Why a policy directory could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -777,4 +777,3 @@ fn check_fetches_the_configured_bundle_url_with_a_token_from_the_environment() {
     assert!(text(&wrong).contains("HTTP 401"), "{}", text(&wrong));
     assert!(!text(&wrong).contains("wrong-token"), "{}", text(&wrong));
 }
-

@@ -9,6 +9,7 @@ mod bundles;
 mod caller_kinds;
 mod cli;
 mod fixtures;
+mod graph;
 mod http_abuse;
 mod input_schema;
 mod key_faults;

@@ -161,3 +161,51 @@ fn hours_windows_follow_the_clock() {
         .call("GET", "/orders/1", Some(&token))
         .assert_denied(403, "outside_hours");
 }
+
+#[test]
+fn risk_states_and_agent_user_risk_from_the_directory_are_enforced() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let mut directory: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("policies/data/directory.json")).unwrap(),
+    )
+    .unwrap();
+    let north_america = "dddddddd-4444-4444-4444-000000000004";
+    directory["agents"][north_america]["risk_state"] = json!("confirmedCompromised");
+    directory["agent_users"][AGENT_USER_EMEA]["risk"] = json!("high");
+    // An agent whose blueprint principal is gone from the tenant: kept, refused.
+    let orphan = "dddddddd-4444-4444-4444-0000000000f1";
+    let gone = "cccccccc-3333-3333-3333-0000000000f1";
+    directory["agents"][orphan] = json!({
+        "display_name": "Orphan", "blueprint": gone, "enabled": true, "risk": "none", "sponsors": [],
+    });
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            data: vec![("directory.json", directory)],
+            ..GatewaySpec::default()
+        },
+    );
+
+    gw.call(
+        "GET",
+        "/orders/1",
+        Some(&mint(&key, &agent(north_america, BP_SALES))),
+    )
+    .assert_denied(403, "risk_confirmed_compromised");
+    // The agent user's risk counts for its own tokens only.
+    gw.call(
+        "GET",
+        "/orders/1",
+        Some(&mint(&key, &spec(CallerKind::AgentUser))),
+    )
+    .assert_denied(403, "risk_high");
+    gw.call(
+        "GET",
+        "/orders/1",
+        Some(&mint(&key, &spec(CallerKind::AgentApp))),
+    )
+    .assert_allowed();
+    gw.call("GET", "/orders/1", Some(&mint(&key, &agent(orphan, gone))))
+        .assert_denied(403, "unknown_blueprint");
+}
