@@ -16,7 +16,6 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a candidate set was refused.
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +120,6 @@ pub struct Reloader {
     status: ArcSwap<ReloadStatus>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Loads the shadow set named by the configuration, if any.
 pub fn load_shadow(config: &Config) -> Option<Result<ShadowPolicy, ReloadError>> {
     let shadow = config.shadow.as_ref()?;
@@ -154,12 +147,14 @@ impl Reloader {
         let snapshot = authorizer.policy().load();
         let shadow = authorizer.shadow().map(|s| s.snapshot.revision.clone());
         metrics.set_revisions(&snapshot.revision, shadow.as_deref());
-        metrics.last_reload_success.set(unix_now() as i64);
+        metrics
+            .last_reload_success
+            .set(crate::clock::unix_now() as i64);
         let status = ReloadStatus {
             revision: snapshot.revision.clone(),
             shadow_revision: shadow,
-            loaded_at_unix: unix_now(),
-            last_attempt_unix: unix_now(),
+            loaded_at_unix: crate::clock::unix_now(),
+            last_attempt_unix: crate::clock::unix_now(),
             last_trigger: "start".into(),
             ..Default::default()
         };
@@ -193,13 +188,15 @@ impl Reloader {
         let started = std::time::Instant::now();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut status = (*self.status.load_full()).clone();
-        status.last_attempt_unix = unix_now();
+        status.last_attempt_unix = crate::clock::unix_now();
         status.last_trigger = trigger.to_string();
         let result = self.apply(&mut running, &mut status, started);
         match &result {
             Ok(revision) => {
                 status.last_error = None;
-                self.metrics.last_reload_success.set(unix_now() as i64);
+                self.metrics
+                    .last_reload_success
+                    .set(crate::clock::unix_now() as i64);
                 tracing::info!(revision = %revision, trigger, took_ms = started.elapsed().as_millis() as u64, "reload applied");
             }
             Err(e) => {
@@ -245,7 +242,7 @@ impl Reloader {
             policy.start_engine(&candidate.policy);
             self.authorizer.policy().store(Arc::new(policy));
             self.routes.store(Arc::new(routes));
-            status.loaded_at_unix = unix_now();
+            status.loaded_at_unix = crate::clock::unix_now();
         }
         status.revision = revision.clone();
 

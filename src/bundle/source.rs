@@ -19,7 +19,7 @@ use aws_lc_rs::digest;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Why one poll produced no new bundle.
 #[derive(Debug, thiserror::Error)]
@@ -133,12 +133,6 @@ pub struct BundleSource {
     counters: Counters,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The URL as it may be shown: without query string or fragment.
 fn shown_url(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_string()
@@ -211,7 +205,7 @@ impl BundleSource {
     /// why not.
     pub async fn poll(&self, apply: &Arc<ApplyBundle>) -> PollOutcome {
         self.counters.polls.fetch_add(1, Ordering::Relaxed);
-        let attempt = unix_now();
+        let attempt = crate::clock::unix_now();
         let outcome = self.poll_inner(apply).await;
         let mut status = (*self.status.load_full()).clone();
         status.last_attempt_unix = Some(attempt);

@@ -40,7 +40,7 @@ pub struct EvalRequest {
 
 /// Evaluates the request and returns the report as JSON (the text form is derived from it).
 pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
-    let at = req.at.unwrap_or_else(SystemTime::now);
+    let at = req.at.unwrap_or_else(crate::clock::now);
     let now_ns = at
         .duration_since(UNIX_EPOCH)
         .context("--at is before 1970")?
@@ -57,7 +57,7 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     if let Ok(host) = req.host.parse() {
         request_headers.insert(http::header::HOST, host);
     }
-    let target = match crate::target::read(
+    let target = match crate::request::read(
         &uri,
         req.path.as_bytes(),
         true,

@@ -9,7 +9,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Reads `TOKEN`, `@FILE` or `-` (standard input), trimming whitespace and a `Bearer ` prefix.
 pub fn read_token(arg: &str) -> Result<String> {
@@ -43,12 +42,6 @@ fn facet_meaning(v: u64) -> &'static str {
         13 => "agent user",
         _ => "no documented meaning",
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Prints header, claims and classification; verifies only when `jwks` is given.
@@ -107,7 +100,7 @@ pub fn decode(token_arg: &str, jwks: Option<&Path>) -> Result<()> {
         .as_str()
         .context("the token has no tid; cannot pick a tenant")?;
     let identity = IdentityConfig {
-        issuers: crate::identity::Issuers::default(),
+        issuers: crate::entra::Issuers::default(),
         ca_file: None,
         algorithms: vec![jsonwebtoken::Algorithm::RS256],
         leeway: std::time::Duration::from_secs(60),
@@ -130,7 +123,7 @@ pub fn decode(token_arg: &str, jwks: Option<&Path>) -> Result<()> {
     let keys = Arc::new(KeyStore::new(&identity)?);
     runtime.block_on(keys.refresh_due());
     let validator = TokenValidator::new(keys, &identity);
-    match runtime.block_on(validator.verify(&token, now())) {
+    match runtime.block_on(validator.verify(&token, crate::clock::unix_now())) {
         Ok(_) => println!("signature:    valid (and issuer, lifetime and agent claims check out)"),
         Err(e) => println!("signature:    REJECTED: {e} ({})", e.reason()),
     }
@@ -193,7 +186,7 @@ pub fn mint(config: &Config, o: MintOptions) -> Result<Vec<String>> {
         subject: o.subject,
         roles: o.roles,
         scopes: o.scopes,
-        issued_at: now(),
+        issued_at: crate::clock::unix_now(),
         lifetime_secs: o.ttl.as_secs(),
         extra: Default::default(),
     };

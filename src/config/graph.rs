@@ -79,7 +79,7 @@ const MAX_RETRIES: u32 = 10;
 /// plain HTTP only for the demo's in-process fake.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Reach {
-    pub cloud: crate::identity::Cloud,
+    pub cloud: crate::entra::Cloud,
     pub demo: bool,
 }
 

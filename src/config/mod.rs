@@ -15,8 +15,8 @@ pub use graph::{DirectoryConfig, GraphConfig, GraphCredential};
 pub use raw::{ClientAuth, OnStale, PolicyEngine};
 pub use tls::{CertificateFiles, ListenerConfig, ListenerTlsConfig, UpstreamTlsConfig};
 
+use crate::entra::{is_exchange_audience, Issuers};
 use crate::guid::is_guid;
-use crate::identity::{is_exchange_audience, Issuers};
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use raw::RawConfig;

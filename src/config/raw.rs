@@ -272,7 +272,7 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     #[serde(default)]
-    pub cloud: crate::identity::Cloud,
+    pub cloud: crate::entra::Cloud,
     /// Defaults to the cloud's authority.
     pub authority: Option<String>,
     pub v1_issuer_host: Option<String>,

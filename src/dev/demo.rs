@@ -4,7 +4,6 @@ use super::servers::{serve_issuer, serve_sample_api, IssuerState};
 use super::{SigningIdentity, TokenSpec};
 use crate::config::{Config, DevConfig};
 use crate::identity::CallerKind;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Ids from the shipped example directory (`policies/data/directory.json`).
 const SALES_BLUEPRINT: &str = "cccccccc-3333-3333-3333-000000000001";
@@ -95,9 +94,7 @@ pub fn start(config: &Config, dev: &DevConfig) -> Result<(), DemoError> {
 }
 
 fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Result<(), DemoError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_now();
     let tenant = config
         .identity
         .tenants

@@ -1,6 +1,7 @@
 //! Minting Entra-shaped access tokens for every caller kind from a local RSA key.
 
-use crate::identity::{CallerKind, Issuers};
+use crate::entra::Issuers;
+use crate::identity::CallerKind;
 use aws_lc_rs::digest;
 use aws_lc_rs::rsa::PublicKeyComponents;
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};

@@ -4,7 +4,7 @@
 //! so the same server also stands in for Entra in outage drills and integration tests
 //! (rotation, outages, hangs, oversized or malformed answers, foreign `jwks_uri`).
 
-use crate::identity::Issuers;
+use crate::entra::Issuers;
 use arc_swap::ArcSwap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// First backoff after a transient failure; doubles per attempt.
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
@@ -158,7 +158,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate_seconds(value)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let now = crate::clock::unix_now();
     Some(Duration::from_secs(at.saturating_sub(now)))
 }
 
@@ -178,7 +178,7 @@ fn httpdate_seconds(value: &str) -> Option<u64> {
         format!("{year}-{month:02}-{day:0>2}T{time}Z")
     })
     .ok()?;
-    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+    Some(crate::clock::unix_secs(t))
 }
 
 /// Exponential backoff for the `attempt`-th retry (1-based), with up to 25 % jitter so
@@ -187,10 +187,8 @@ fn backoff(attempt: u32) -> Duration {
     let base = BASE_BACKOFF
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    let nanos = crate::clock::unix_nanos(crate::clock::now());
+    base + base.mul_f64((nanos % 1000) as f64 / 4000.0)
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -21,7 +21,6 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -166,12 +165,6 @@ fn certificate_der(pem_text: &[u8]) -> Result<Vec<u8>, GraphError> {
         })
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// 128 random bits, hex: the assertion's `jti`.
 fn random_id() -> Result<String, GraphError> {
     let mut bytes = [0u8; 16];
@@ -229,7 +222,7 @@ impl CertificateKey {
         let mut header = Header::new(Algorithm::RS256);
         header.x5t = Some(self.x5t.clone());
         header.x5t_s256 = Some(self.x5t_s256.clone());
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         let claims = AssertionClaims {
             aud: token_url.to_string(),
             iss: client_id.to_string(),

@@ -18,7 +18,7 @@ use prometheus::{
 };
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// Sync durations, from 10 ms to 5 min.
@@ -108,10 +108,6 @@ pub struct SyncDriver {
     client: GraphClient,
     state: Mutex<DriverState>,
     metrics: SyncMetrics,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn on_stale_name(o: OnStale) -> &'static str {
@@ -224,16 +220,16 @@ impl SyncDriver {
     /// The sync's state now.
     pub fn status(&self) -> SyncStatus {
         let s = self.lock();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let current = s.current.as_deref();
         SyncStatus {
             ready: current.is_some(),
             stale: current.is_some_and(|c| c.stale),
             on_stale: on_stale_name(self.config.on_stale),
-            last_success_unix: current.map(|c| unix(c.synced_at)),
+            last_success_unix: current.map(|c| crate::clock::unix_secs(c.synced_at)),
             age_seconds: current
                 .map(|c| now.duration_since(c.synced_at).map_or(0, |d| d.as_secs())),
-            last_attempt_unix: s.last_attempt.map(unix),
+            last_attempt_unix: s.last_attempt.map(crate::clock::unix_secs),
             last_error: s.last_error.clone(),
             last_duration_ms: s.last_duration.map(|d| d.as_millis() as u64),
             revision: current.map(|c| c.revision.clone()),
@@ -250,7 +246,7 @@ impl SyncDriver {
     /// the current directory stays.
     pub async fn sync_once(&self) -> Result<(Arc<SyncedDirectory>, bool), GraphError> {
         let started = Instant::now();
-        let attempt_at = SystemTime::now();
+        let attempt_at = crate::clock::now();
         let result = read_directory(
             &self.client,
             &self.config.tenant,
@@ -337,7 +333,7 @@ impl SyncDriver {
     fn stale_at(&self) -> Option<Instant> {
         let s = self.lock();
         let current = s.current.as_ref().filter(|c| !c.stale)?;
-        let age = SystemTime::now()
+        let age = crate::clock::now()
             .duration_since(current.synced_at)
             .unwrap_or_default();
         Some(Instant::now() + self.config.max_age.saturating_sub(age))
@@ -379,7 +375,7 @@ impl SyncDriver {
                     on_directory(synced);
                 }
             }
-            if let Some(stale) = self.turn_stale(SystemTime::now()) {
+            if let Some(stale) = self.turn_stale(crate::clock::now()) {
                 on_directory(stale);
             }
         }

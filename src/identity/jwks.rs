@@ -4,8 +4,8 @@
 //! discovery host, and only RSA signing keys survive parsing. Nothing here ever follows an
 //! address taken from a token.
 
-use super::Issuers;
 use crate::config::KeySource;
+use crate::entra::Issuers;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use std::collections::HashMap;

@@ -6,15 +6,15 @@
 //! limited, so a flood of unknown `kid`s costs at most one fetch per interval.
 
 use super::jwks::{fetch_keys, KeyMap, KeyRules, SigningKey};
-use super::Issuers;
 use super::TokenError;
 use crate::config::{IdentityConfig, KeySource};
+use crate::entra::Issuers;
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Why the key store could not be built.
@@ -252,7 +252,7 @@ impl KeyStore {
                 tenant.current.store(Some(Arc::new(KeySet {
                     keys,
                     fetched_at: Instant::now(),
-                    fetched_unix: unix_now(),
+                    fetched_unix: crate::clock::unix_now(),
                 })));
                 tenant.fetches_ok.fetch_add(1, Ordering::Release);
                 tenant.consecutive_failures.store(0, Ordering::Relaxed);
@@ -314,7 +314,7 @@ impl KeyStore {
 
     /// Per-tenant key state.
     pub fn status(&self) -> Vec<TenantKeyStatus> {
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         self.tenants
             .iter()
             .map(|t| {
@@ -336,12 +336,6 @@ impl KeyStore {
 /// 1 s, 2 s, 4 s ... capped at `cap`.
 fn backoff(failures: u32, cap: Duration) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(cap)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 pub mod caller;
 mod claims;
-pub mod cloud;
 mod error;
 pub mod jwks;
 pub mod keys;
@@ -13,7 +12,6 @@ pub mod pool;
 pub mod token;
 
 pub use caller::{Caller, CallerKind};
-pub use cloud::{is_exchange_audience, Cloud, Issuers};
 pub use error::TokenError;
 pub use keys::KeyStore;
 pub use token::{bearer_token, TokenValidator, VerifiedToken};

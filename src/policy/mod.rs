@@ -143,7 +143,7 @@ impl PolicySnapshot {
         }
         Ok(Self {
             revision,
-            loaded_at: SystemTime::now(),
+            loaded_at: crate::clock::now(),
             prepared: PreparedDirectory::new(&directory),
             directory,
             compiled,

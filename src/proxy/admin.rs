@@ -14,7 +14,6 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 /// Serves health and metrics.
 pub struct Admin {
@@ -116,7 +115,7 @@ impl AdminAccess {
     }
 
     fn host_allowed(&self, host: &str) -> bool {
-        let name = crate::target::host_name(host).trim_end_matches('.');
+        let name = crate::request::host_name(host).trim_end_matches('.');
         name.parse::<std::net::IpAddr>().is_ok()
             || name.eq_ignore_ascii_case("localhost")
             || self
@@ -136,7 +135,7 @@ impl Admin {
             "pid": std::process::id(),
             "revision": snapshot.revision,
             "policy_engine": snapshot.engine_state(),
-            "policy_loaded_at_unix": snapshot.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "policy_loaded_at_unix": crate::clock::unix_secs(snapshot.loaded_at),
             "tenants": keys.status(),
             "cached_tokens": self.authorizer.cache_stats().entries,
             "reload": *self.reloader.status(),

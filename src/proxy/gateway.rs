@@ -5,7 +5,6 @@
 //! headers; `fail_to_proxy` maps upstream failures; `logging` records the decision once.
 
 use super::decision_id::DecisionIds;
-use super::framing::check_request;
 use super::headers::{add_identity_headers, strip_inbound_headers};
 use super::respond::{send, Rejection};
 use super::routes::{Route, RouteTable};
@@ -13,6 +12,7 @@ use crate::authorize::{
     outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
 };
 use crate::policy::PolicySnapshot;
+use crate::request::framing::check_request;
 use crate::telemetry::decision_log::loggable_path;
 use crate::telemetry::{DecisionLog, DecisionRecord, Metrics, ShadowRecord};
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Shared state of the proxy service.
 pub struct Gateway {
@@ -127,7 +127,7 @@ impl Gateway {
         let req = session.req_header();
         let (path, path_truncated) = loggable_path(req.uri.path());
         self.decision_log.write(&DecisionRecord {
-            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_micros(crate::clock::now()).to_string(),
             decision_id: &ctx.decision_id,
             route,
             method: req.method.as_str(),
@@ -182,12 +182,6 @@ fn blueprint_label<'a>(snapshot: Option<&PolicySnapshot>, blueprint: Option<&'a 
         Some(bp) if snapshot.is_some_and(|s| s.directory.has_blueprint(bp)) => bp,
         Some(_) => "unknown",
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[async_trait]
@@ -254,7 +248,7 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         let req = session.req_header();
-        let target = match crate::target::read(
+        let target = match crate::request::read(
             &req.uri,
             req.raw_path(),
             req.raw_path_is_utf8(),
@@ -298,7 +292,13 @@ impl ProxyHttp for Gateway {
         };
         let verdict = self
             .authorizer
-            .authorize(&req.headers, line, &route.access, now_ns(), false)
+            .authorize(
+                &req.headers,
+                line,
+                &route.access,
+                crate::clock::unix_nanos(crate::clock::now()),
+                false,
+            )
             .await;
         self.metrics
             .token_validation_seconds

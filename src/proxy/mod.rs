@@ -4,7 +4,6 @@ pub mod admin;
 pub mod admission;
 pub mod deadline;
 pub mod decision_id;
-pub mod framing;
 pub mod gateway;
 pub mod headers;
 pub mod respond;

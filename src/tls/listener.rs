@@ -26,7 +26,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The protocols listeners offer by ALPN. HTTP/1.1 only for now; once the proxy serves
 /// HTTP/2 this becomes `ALPN::H2H1` and nothing else changes.
@@ -121,7 +121,7 @@ impl ListenerTls {
         metrics: &TlsMetrics,
     ) -> Result<Self, TlsError> {
         let provider = super::provider();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let label = address.to_string();
         let mut slots = Vec::with_capacity(config.certificates.len());
         for files in &config.certificates {
@@ -218,7 +218,7 @@ impl ListenerTls {
             Seen::New(bytes) => bytes,
         };
         let cert = slot.files.cert.display().to_string();
-        match material::check_pair(&slot.files, &bytes, &super::provider(), SystemTime::now()) {
+        match material::check_pair(&slot.files, &bytes, &super::provider(), crate::clock::now()) {
             Ok(loaded) => {
                 warn_unnamed(self.address, &slot.files, &loaded);
                 tracing::info!(listener = %self.address, cert = %cert, not_after = loaded.not_after, "listener certificate reloaded");

@@ -18,7 +18,6 @@ use pingora::{ErrorSource, ErrorType};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// A route's upstream TLS settings, loaded and checked.
 pub struct UpstreamTls {
@@ -67,7 +66,7 @@ impl UpstreamTls {
         let client_cert = match &config.client_certificate {
             Some(files) => {
                 let (loaded, bytes) =
-                    material::load_pair(files, &super::provider(), SystemTime::now())
+                    material::load_pair(files, &super::provider(), crate::clock::now())
                         .map_err(err)?;
                 let key = material::private_key(&bytes.key, &files.key).map_err(err)?;
                 let chain: Vec<Vec<u8>> = loaded.key.cert.iter().map(|c| c.to_vec()).collect();

@@ -3,9 +3,9 @@
 //! RS256 is ever accepted.
 
 use crate::support::repo;
+use agentgate::entra::Issuers;
 use agentgate::identity::jwks::{parse_jwks, JwksDocument, KeyMap, KeyRules};
 use agentgate::identity::token::{parse_compact, verify_signature};
-use agentgate::identity::Issuers;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;

@@ -114,7 +114,7 @@ fn another_clouds_issuers_are_accepted_only_where_configured() {
     let claims = |iss: String, ver: &str| -> Claims {
         serde_json::from_value(serde_json::json!({"iss": iss, "ver": ver})).unwrap()
     };
-    let gov = crate::identity::Cloud::UsGovernment.issuers();
+    let gov = crate::entra::Cloud::UsGovernment.issuers();
     let public = Issuers::default();
     let gov_v2 = format!("https://login.microsoftonline.us/{tid}/v2.0");
     assert_eq!(

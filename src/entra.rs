@@ -1,4 +1,6 @@
-//! The Entra clouds: where keys are fetched and which issuer forms tokens carry.
+//! Facts about Microsoft Entra that configuration and token validation share: the clouds
+//! (where keys are fetched, which issuer forms tokens carry) and the token exchange
+//! audiences no API may accept.
 //!
 //! Microsoft's global cloud, the US Government cloud and the China cloud (operated by
 //! 21Vianet) use different hosts: `login.microsoftonline.com`, `login.microsoftonline.us` and
