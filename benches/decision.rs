@@ -7,20 +7,20 @@
 //! Full run: `cargo bench --bench decision`. Smoke: `cargo bench --bench decision -- --quick`.
 //! Keys are fetched once at setup from a dev issuer on loopback, as the gateway would.
 
-use agentgate::authorize::{Authorizer, RequestLine, RouteAccess};
+use agentgate::authorize::Authorizer;
 use agentgate::config::Config;
 use agentgate::dev::servers::{serve_issuer, IssuerState};
 use agentgate::dev::{SigningIdentity, TokenSpec};
 use agentgate::identity::caller::classify_unverified;
 use agentgate::identity::{CallerKind, KeyStore, TokenValidator};
-use agentgate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
+use agentgate::policy::input::{build_input, InputParts, RequestFacts, RouteInput};
 use agentgate::policy::{EngineState, PolicySnapshot};
-use arc_swap::ArcSwap;
+use agentgate::routes::{RouteAccess, RouteTable};
+use agentgate::snapshot::Snapshot;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const TENANT: &str = "aaaaaaaa-1111-1111-1111-000000000001";
 
@@ -36,10 +36,7 @@ struct Setup {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    agentgate::clock::unix_now()
 }
 
 fn setup() -> Setup {
@@ -168,37 +165,33 @@ fn benches(c: &mut Criterion) {
     });
 
     let verified = s.rt.block_on(validator.verify(&token, now())).unwrap();
-    let token_input = TokenInput::new(&verified);
     let resolution = snapshot.directory.resolve(&verified.caller).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("user-agent", "bench".parse().unwrap());
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
     let facts = RequestFacts {
         method: "GET",
         host: "api.contoso.example",
         path: "/orders/42",
         query: "",
         client_ip: "127.0.0.1",
-        headers: vec![("user-agent", "bench")],
+        headers: &headers,
         time_ns: now() * 1_000_000_000,
     };
+    let parts = InputParts {
+        route: &route.input,
+        token: &verified,
+        directory: &snapshot.prepared,
+        resolution: &resolution,
+        input_headers: &s.config.policy.input_headers,
+    };
     c.bench_function("policy/input_build", |b| {
-        b.iter(|| {
-            build_input(
-                &facts,
-                &route.input,
-                &verified,
-                &token_input,
-                &snapshot.prepared,
-                &resolution,
-            )
-        })
+        b.iter(|| build_input(&facts, parts))
     });
-    let input = build_input(
-        &facts,
-        &route.input,
-        &verified,
-        &token_input,
-        &snapshot.prepared,
-        &resolution,
-    );
+    let input = build_input(&facts, parts);
     c.bench_function("policy/evaluate_shipped", |b| {
         b.iter(|| snapshot.decide(input.clone()).unwrap())
     });
@@ -216,17 +209,10 @@ fn benches(c: &mut Criterion) {
         b.iter(|| scaled.decide(input.clone()).unwrap())
     });
 
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    let line = RequestLine {
-        method: "GET",
-        host: "api.contoso.example",
-        path: "/orders/42",
-        query: "",
-        client_ip: "127.0.0.1",
+    let serving = Snapshot {
+        routes: RouteTable::new(&s.config.routes).unwrap(),
+        policy: compiled.clone(),
+        shadow: None,
     };
     for (name, cache) in [
         ("decision/whole_cached_token", true),
@@ -239,18 +225,16 @@ fn benches(c: &mut Criterion) {
             &s.config.identity,
             &cache_cfg,
             s.config.policy.input_headers.clone(),
-            Arc::new(ArcSwap::new(compiled.clone())),
         );
         c.bench_function(name, |b| {
             b.iter(|| {
-                let v = s.rt.block_on(authorizer.authorize(
-                    &headers,
-                    line,
-                    &route,
-                    now() * 1_000_000_000,
-                    false,
-                ));
-                assert!(v.outcome.is_ok());
+                let facts = RequestFacts {
+                    time_ns: now() * 1_000_000_000,
+                    ..facts
+                };
+                let v =
+                    s.rt.block_on(authorizer.authorize(&serving, &route, &facts, false));
+                assert!(v.outcome.allowed().is_some());
             })
         });
     }

@@ -1,20 +1,21 @@
 //! The decision pipeline, transport-free: bearer token -> verified caller -> directory
 //! entries -> policy input -> decision.
 //!
-//! The proxy calls [`Authorizer::authorize`] once per request; the CLI and the benchmarks
-//! call the very same code. Verified tokens are cached by the SHA-256 of the token (never
-//! the token itself) until the earlier of `exp` and the cache TTL; lifetime, audience and
-//! the signing key's presence are re-checked on every hit, and failures are never cached.
+//! The proxy calls [`Authorizer::authorize`] once per request with the snapshot the request
+//! loaded; the CLI and the benchmarks call the very same code. Verified tokens are cached by
+//! the SHA-256 of the token (never the token itself) until the earlier of `exp` and the
+//! cache TTL; lifetime, audience and the signing key's presence are re-checked on every hit,
+//! and failures are never cached.
 
 use crate::config::{IdentityConfig, TokenCacheConfig};
-use crate::directory::ResolveError;
 use crate::identity::pool::StringPool;
 use crate::identity::{bearer_token, TokenError, TokenValidator, VerifiedToken};
-use crate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
-use crate::policy::{Decision, DecisionError, PolicySnapshot};
-use arc_swap::{ArcSwap, ArcSwapOption};
+use crate::outcome::{Allowed, Outcome, PolicyDenial, Refusal};
+use crate::policy::input::{build_input, InputParts, RequestFacts};
+use crate::policy::{Decision, PolicySnapshot};
+use crate::routes::RouteAccess;
+use crate::snapshot::Snapshot;
 use aws_lc_rs::digest;
-use http::HeaderMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,98 +39,35 @@ impl Authenticated {
     }
 }
 
-/// Why a request is refused. Token and directory problems come before policy runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    Token(TokenError),
-    Directory(ResolveError),
-    /// Policy said no.
-    Policy {
-        status: u16,
-        reason: Arc<str>,
-        insufficient_scope: bool,
-        response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    },
-    /// Policy could not decide (undefined, malformed, error, timeout): fail closed.
-    PolicyError(DecisionError),
-}
-
-impl Denial {
-    /// The stable reason code.
-    pub fn reason(&self) -> &str {
-        match self {
-            Self::Token(e) => e.reason(),
-            Self::Directory(e) => e.reason(),
-            Self::Policy { reason, .. } => reason,
-            Self::PolicyError(_) => "policy_error",
-        }
-    }
-}
-
 /// What the pipeline concluded for one request.
 #[derive(Debug)]
 pub struct Verdict {
-    pub outcome: Result<Allowed, Denial>,
+    pub outcome: Outcome,
     /// The caller, when the token verified.
     pub caller: Option<Arc<Authenticated>>,
-    /// The policy snapshot that decided (or would have).
-    pub snapshot: Arc<PolicySnapshot>,
     pub token_time: Duration,
     pub policy_time: Duration,
     /// The input document, when policy ran and the caller asked to keep it.
     pub input: Option<regorus::Value>,
     /// What the shadow policy set would have decided, when one applies to this caller.
-    pub shadow: Option<ShadowOutcome>,
-}
-
-/// A candidate policy set evaluated beside the enforced one, for all traffic or for some
-/// blueprints. It never changes an outcome.
-#[derive(Debug)]
-pub struct ShadowPolicy {
-    pub snapshot: Arc<PolicySnapshot>,
-    /// Blueprint app ids in scope; empty means all traffic.
-    pub blueprints: Vec<String>,
+    pub shadow: Option<ShadowVerdict>,
 }
 
 /// The shadow set's verdict on one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShadowOutcome {
+#[derive(Debug, Clone)]
+pub struct ShadowVerdict {
     pub revision: String,
-    /// `allow`, `deny` or `error`.
-    pub outcome: &'static str,
-    pub reason: String,
+    pub outcome: Outcome,
 }
 
-/// `allow`, `deny` or `error` for an outcome, as used in metrics labels.
-pub fn outcome_label(outcome: &Result<Allowed, Denial>) -> &'static str {
-    match outcome {
-        Ok(_) => "allow",
-        Err(Denial::PolicyError(_)) => "error",
-        Err(_) => "deny",
-    }
-}
-
-fn reason_of(outcome: &Result<Allowed, Denial>) -> &str {
-    match outcome {
-        Ok(a) => &a.reason,
-        Err(d) => d.reason(),
-    }
-}
-
-impl ShadowOutcome {
-    /// True when the shadow set would have decided otherwise than `enforced`.
-    pub fn differs_from(&self, enforced: &Result<Allowed, Denial>) -> bool {
-        self.outcome != outcome_label(enforced) || self.reason != reason_of(enforced)
-    }
-}
-
-fn decide(snapshot: &PolicySnapshot, input: regorus::Value) -> Result<Allowed, Denial> {
-    match snapshot.decide(input) {
+/// What policy says for `input`, as an outcome.
+fn decide(policy: &PolicySnapshot, input: regorus::Value) -> Outcome {
+    match policy.decide(input) {
         Ok(Decision::Allow {
             reason,
             headers,
             response_headers,
-        }) => Ok(Allowed {
+        }) => Outcome::Allowed(Allowed {
             reason,
             headers,
             response_headers,
@@ -139,39 +77,14 @@ fn decide(snapshot: &PolicySnapshot, input: regorus::Value) -> Result<Allowed, D
             reason,
             insufficient_scope,
             response_headers,
-        }) => Err(Denial::Policy {
+        }) => Outcome::Refused(Refusal::Policy(PolicyDenial {
             status,
             reason,
             insufficient_scope,
             response_headers,
-        }),
-        Err(e) => Err(Denial::PolicyError(e)),
+        })),
+        Err(e) => Outcome::Refused(Refusal::PolicyError(e)),
     }
-}
-
-/// An allowed request's instructions for the upstream leg.
-#[derive(Debug, Clone)]
-pub struct Allowed {
-    pub reason: Arc<str>,
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-}
-
-/// The per-request facts the pipeline needs besides headers.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLine<'a> {
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub client_ip: &'a str,
-}
-
-/// The route facts the pipeline needs.
-#[derive(Debug)]
-pub struct RouteAccess {
-    pub audiences: Vec<String>,
-    pub input: RouteInput,
 }
 
 type TokenCache = quick_cache::sync::Cache<[u8; 32], Arc<Authenticated>>;
@@ -188,8 +101,6 @@ pub struct Authorizer {
     cache_ttl: u64,
     max_token_bytes: usize,
     input_headers: Vec<http::HeaderName>,
-    policy: Arc<ArcSwap<PolicySnapshot>>,
-    shadow: ArcSwapOption<ShadowPolicy>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
 }
@@ -208,7 +119,6 @@ impl Authorizer {
         identity: &IdentityConfig,
         cache: &TokenCacheConfig,
         input_headers: Vec<http::HeaderName>,
-        policy: Arc<ArcSwap<PolicySnapshot>>,
     ) -> Self {
         Self {
             validator,
@@ -217,26 +127,9 @@ impl Authorizer {
             cache_ttl: cache.max_ttl.as_secs(),
             max_token_bytes: identity.max_token_bytes,
             input_headers,
-            policy,
-            shadow: ArcSwapOption::empty(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
         }
-    }
-
-    /// Installs (or with `None`, removes) the shadow policy set.
-    pub fn set_shadow(&self, shadow: Option<ShadowPolicy>) {
-        self.shadow.store(shadow.map(Arc::new));
-    }
-
-    /// The shadow policy set, if any.
-    pub fn shadow(&self) -> Option<Arc<ShadowPolicy>> {
-        self.shadow.load_full()
-    }
-
-    /// The live policy snapshot holder.
-    pub fn policy(&self) -> &Arc<ArcSwap<PolicySnapshot>> {
-        &self.policy
     }
 
     /// The token validator (and through it, the key store).
@@ -253,127 +146,91 @@ impl Authorizer {
         }
     }
 
-    /// Decides one request at unix time `now_ns` (nanoseconds). `keep_input` retains the
-    /// input document in the verdict (for explanation tools; the proxy passes false).
+    /// Decides one request on `snapshot` for a route that accepts `route`. `keep_input`
+    /// retains the input document in the verdict (for explanation tools; the proxy passes
+    /// false).
     pub async fn authorize(
         &self,
-        headers: &HeaderMap,
-        line: RequestLine<'_>,
+        snapshot: &Snapshot,
         route: &RouteAccess,
-        now_ns: u64,
+        request: &RequestFacts<'_>,
         keep_input: bool,
     ) -> Verdict {
-        let snapshot = self.policy.load_full();
         let started = Instant::now();
-        let now = now_ns / 1_000_000_000;
-        let caller = match self.authenticate(headers, &route.audiences, now).await {
-            Ok(c) => c,
-            Err(e) => {
-                return Verdict {
-                    outcome: Err(Denial::Token(e)),
-                    caller: None,
-                    snapshot,
-                    token_time: started.elapsed(),
-                    policy_time: Duration::ZERO,
-                    input: None,
-                    shadow: None,
-                }
+        let now = request.time_ns / 1_000_000_000;
+        match self
+            .authenticate(request.headers, &route.audiences, now)
+            .await
+        {
+            Ok(caller) => {
+                let mut verdict = self.decide_for(caller, snapshot, route, request, keep_input);
+                verdict.token_time = started.elapsed().saturating_sub(verdict.policy_time);
+                verdict
             }
-        };
-        let mut verdict =
-            self.decide_for(caller, headers, line, route, now_ns, keep_input, snapshot);
-        verdict.token_time = started.elapsed().saturating_sub(verdict.policy_time);
-        verdict
+            Err(e) => Verdict {
+                outcome: Outcome::Refused(Refusal::Token(e)),
+                caller: None,
+                token_time: started.elapsed(),
+                policy_time: Duration::ZERO,
+                input: None,
+                shadow: None,
+            },
+        }
     }
 
     /// Decides for a caller already authenticated (the second half of [`Self::authorize`]);
     /// `agentgate eval --no-verify` enters here with an unverified token.
-    #[allow(clippy::too_many_arguments)]
     pub fn decide_for(
         &self,
         caller: Arc<Authenticated>,
-        headers: &HeaderMap,
-        line: RequestLine<'_>,
+        snapshot: &Snapshot,
         route: &RouteAccess,
-        now_ns: u64,
+        request: &RequestFacts<'_>,
         keep_input: bool,
-        snapshot: Arc<PolicySnapshot>,
     ) -> Verdict {
-        let token_time = Duration::ZERO;
-        let resolution = match snapshot.directory.resolve(&caller.token.caller) {
-            Ok(r) => r,
-            Err(e) => {
-                return Verdict {
-                    outcome: Err(Denial::Directory(e)),
-                    caller: Some(caller),
-                    snapshot,
-                    token_time,
-                    policy_time: Duration::ZERO,
-                    input: None,
-                    shadow: None,
-                }
-            }
-        };
+        let policy = &snapshot.policy;
         let policy_started = Instant::now();
-        let facts = RequestFacts {
-            method: line.method,
-            host: line.host,
-            path: line.path,
-            query: line.query,
-            client_ip: line.client_ip,
-            headers: self
-                .input_headers
-                .iter()
-                .filter_map(|h| Some((h.as_str(), headers.get(h)?.to_str().ok()?)))
-                .collect(),
-            time_ns: now_ns,
-        };
-        let input = build_input(
-            &facts,
-            &route.input,
-            &caller.token,
-            &TokenInput::new(&caller.token),
-            &snapshot.prepared,
-            &resolution,
-        );
-        let kept = keep_input.then(|| input.clone());
-        let shadow = self.shadow.load();
-        let shadow_input = shadow
-            .as_ref()
-            .filter(|s| {
-                s.blueprints.is_empty()
-                    || caller
-                        .token
-                        .caller
-                        .blueprint_id
-                        .as_deref()
-                        .is_some_and(|bp| s.blueprints.iter().any(|b| b == bp))
-            })
-            .map(|s| (s, input.clone()));
-        let outcome = decide(&snapshot, input);
-        let policy_time = policy_started.elapsed();
-        let shadow = shadow_input.map(|(s, input)| {
-            let o = decide(&s.snapshot, input);
-            ShadowOutcome {
-                revision: s.snapshot.revision.clone(),
-                outcome: outcome_label(&o),
-                reason: reason_of(&o).to_string(),
+        let (outcome, input, shadow) = match policy.directory.resolve(&caller.token.caller) {
+            Err(e) => (Outcome::Refused(Refusal::Directory(e)), None, None),
+            Ok(resolution) => {
+                let input = build_input(
+                    request,
+                    InputParts {
+                        route: &route.input,
+                        token: &caller.token,
+                        directory: &policy.prepared,
+                        resolution: &resolution,
+                        input_headers: &self.input_headers,
+                    },
+                );
+                let blueprint = caller.token.caller.blueprint_id.as_deref();
+                let shadow = snapshot
+                    .shadow
+                    .as_ref()
+                    .filter(|s| s.applies_to(blueprint))
+                    .map(|s| (s, input.clone()));
+                let kept = keep_input.then(|| input.clone());
+                let outcome = decide(policy, input);
+                let shadow = shadow.map(|(s, input)| ShadowVerdict {
+                    revision: s.snapshot.revision.clone(),
+                    outcome: decide(&s.snapshot, input),
+                });
+                (outcome, kept, shadow)
             }
-        });
+        };
         Verdict {
             outcome,
             caller: Some(caller),
-            snapshot,
-            token_time,
-            policy_time,
-            input: kept,
+            token_time: Duration::ZERO,
+            policy_time: policy_started.elapsed(),
+            input,
             shadow,
         }
     }
 
     async fn authenticate(
         &self,
-        headers: &HeaderMap,
+        headers: &http::HeaderMap,
         audiences: &[String],
         now: u64,
     ) -> Result<Arc<Authenticated>, TokenError> {

@@ -12,7 +12,7 @@ use agentgate::identity::caller::classify_unverified;
 use agentgate::identity::token::{parse_compact, TokenVersion, VerifiedToken};
 use agentgate::identity::{bearer_token, CallerKind, TokenError};
 use agentgate::policy::input::{
-    build_input, PreparedDirectory, RequestFacts, RouteInput, TokenInput,
+    build_input, InputParts, PreparedDirectory, RequestFacts, RouteInput,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -987,8 +987,11 @@ proptest! {
             caller, version: TokenVersion::V1, issuer: Arc::from("iss"), audience: Arc::from("aud"), expires_at: 1, not_before: None,
             issued_at: None, idtyp: None, scopes: vec![], roles: vec![Arc::from("R")], kid: "k".into(),
         };
-        let facts = RequestFacts { method: &method, host: "h", path: &path, query: &query, client_ip: &ip, headers: vec![("user-agent", &header)], time_ns: 7 };
-        let input = build_input(&facts, &RouteInput::new("r", "/"), &token, &TokenInput::new(&token), &PreparedDirectory::default(), &Resolution::default());
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_str(&header).unwrap());
+        let facts = RequestFacts { method: &method, host: "h", path: &path, query: &query, client_ip: &ip, headers: &headers, time_ns: 7 };
+        let parts = InputParts { route: &RouteInput::new("r", "/"), token: &token, directory: &PreparedDirectory::default(), resolution: &Resolution::default(), input_headers: &[http::HeaderName::from_static("user-agent")] };
+        let input = build_input(&facts, parts);
         let json: serde_json::Value = serde_json::from_str(&input.to_json_str().unwrap()).unwrap();
         prop_assert_eq!(json["request"]["path"].as_str(), Some(path.as_str()));
         prop_assert_eq!(json["request"]["query"].as_str(), Some(query.as_str()));

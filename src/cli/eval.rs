@@ -1,14 +1,15 @@
 //! `agentgate eval`: the decision the running gateway would make for one request, with the
 //! same routing, validation, classification, input building and policy code as the proxy.
 
-use crate::authorize::{outcome_label, Authenticated, Authorizer, Denial, RequestLine};
-use crate::config::{Config, KeySource};
+use crate::authorize::{Authenticated, Authorizer};
+use crate::config::{Config, IdentityConfig, KeySource};
 use crate::identity::{KeyStore, TokenValidator};
+use crate::outcome::{Outcome, Refusal, RequestError};
+use crate::policy::input::RequestFacts;
 use crate::policy::PolicySnapshot;
-use crate::proxy::respond::Rejection;
-use crate::proxy::routes::RouteTable;
+use crate::routes::RouteTable;
+use crate::snapshot::Snapshot;
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,47 +42,130 @@ pub struct EvalRequest {
 /// Evaluates the request and returns the report as JSON (the text form is derived from it).
 pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     let at = req.at.unwrap_or_else(crate::clock::now);
-    let now_ns = at
-        .duration_since(UNIX_EPOCH)
-        .context("--at is before 1970")?
-        .as_nanos() as u64;
+    if at < UNIX_EPOCH {
+        anyhow::bail!("--at is before 1970");
+    }
     let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
     let mut report = json!({
         "verified": !matches!(req.keys, Keys::NoVerify),
         "request": {"method": req.method, "host": req.host, "path": path, "query": query, "client_ip": req.client_ip},
     });
     let Ok(uri) = req.path.parse::<http::Uri>() else {
-        return Ok(refused(report, 400, "invalid_path"));
+        return Ok(refused(
+            report,
+            &Refusal::Request(RequestError::InvalidPath),
+        ));
     };
-    let mut request_headers = http::HeaderMap::new();
+    let mut headers = http::HeaderMap::new();
     if let Ok(host) = req.host.parse() {
-        request_headers.insert(http::header::HOST, host);
+        headers.insert(http::header::HOST, host);
     }
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", req.token)
+            .parse()
+            .context("the token is not a valid header value")?,
+    );
     let target = match crate::request::read(
         &uri,
         req.path.as_bytes(),
         true,
-        &request_headers,
+        &headers,
         http::Version::HTTP_11,
         config.server.max_uri_bytes,
     ) {
         Ok(t) => t,
-        Err(e) => {
-            let (status, reason) = e.status_and_reason();
-            return Ok(refused(report, status, reason));
-        }
+        Err(e) => return Ok(refused(report, &Refusal::Request(e.into()))),
     };
     report["request"]["host"] = json!(target.host);
     report["request"]["path"] = json!(target.path);
-    let (path, query) = (&*target.path, target.query);
-    let routes = RouteTable::new(&config.routes)?;
-    let Some(route) = routes.find(target.host_name(), path) else {
-        return Ok(refused(report, 404, "no_route"));
+    let policy = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, None)
+        .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
+    let snapshot = Snapshot {
+        routes: RouteTable::new(&config.routes)?,
+        policy: Arc::new(policy),
+        shadow: None,
+    };
+    let Some(route) = snapshot.routes.find(target.host_name(), &target.path) else {
+        return Ok(refused(report, &Refusal::Request(RequestError::NoRoute)));
     };
     report["route"] = json!({"id": &*route.id, "path_prefix": route.config.path_prefix});
 
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let identity = identity_for(config, &req.keys)?;
+    let keys = Arc::new(KeyStore::new(&identity)?);
+    if !matches!(req.keys, Keys::NoVerify) {
+        runtime.block_on(keys.refresh_due());
+    }
+    let mut cache = config.token_cache.clone();
+    cache.enabled = false;
+    let authorizer = Authorizer::new(
+        TokenValidator::new(keys.clone(), &identity),
+        &identity,
+        &cache,
+        config.policy.input_headers.clone(),
+    );
+    let facts = RequestFacts {
+        method: &req.method,
+        host: &target.host,
+        path: &target.path,
+        query: target.query,
+        client_ip: &req.client_ip,
+        headers: &headers,
+        time_ns: crate::clock::unix_nanos(at),
+    };
+    let verdict = match req.keys {
+        Keys::NoVerify => {
+            let now = crate::clock::unix_secs(at);
+            let token = runtime
+                .block_on(authorizer.validator().verify_unsigned(&req.token, now))
+                .and_then(|t| t.check_audience(&route.access.audiences).map(|()| t));
+            match token {
+                Ok(token) => authorizer.decide_for(
+                    Authenticated::uncached(token),
+                    &snapshot,
+                    &route.access,
+                    &facts,
+                    true,
+                ),
+                Err(e) => return Ok(refused(report, &Refusal::Token(e))),
+            }
+        }
+        _ => runtime.block_on(authorizer.authorize(&snapshot, &route.access, &facts, true)),
+    };
+    let policy = &snapshot.policy;
+    report["revision"] = json!(policy.revision);
+    if let Some(caller) = &verdict.caller {
+        report["caller"] = caller_report(caller, policy);
+    }
+    report["outcome"] = json!(verdict.outcome.label());
+    report["status"] = json!(verdict.outcome.status());
+    report["reason"] = json!(verdict.outcome.reason());
+    if let Outcome::Refused(Refusal::PolicyError(e)) = &verdict.outcome {
+        report["policy_error"] = json!(e.to_string());
+    }
+    if let Some(input) = verdict.input {
+        report["input"] = serde_json::from_str(&input.to_json_str()?)?;
+        match policy.explain(input) {
+            Ok((value, coverage)) => {
+                report["decision"] =
+                    serde_json::from_str(&value.to_json_str()?).unwrap_or(Value::Null);
+                if req.explain {
+                    report["explain"] = explain(&coverage, &report["caller"], policy);
+                }
+            }
+            Err(e) => report["decision"] = json!({"error": e.to_string()}),
+        }
+    }
+    Ok(report)
+}
+
+/// The identity settings with keys taken where `keys` says.
+fn identity_for(config: &Config, keys: &Keys) -> Result<IdentityConfig> {
     let mut identity = config.identity.clone();
-    let replacement = match (&req.keys, &config.dev) {
+    let replacement = match (keys, &config.dev) {
         (Keys::File(path), _) => Some(KeySource::File { path: path.clone() }),
         // The demo's tokens are signed by its dev key: verify against it directly, so the
         // policy-editing loop works without the demo running.
@@ -95,94 +179,13 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
             t.keys = keys.clone();
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let keys = Arc::new(KeyStore::new(&identity)?);
-    if !matches!(req.keys, Keys::NoVerify) {
-        runtime.block_on(keys.refresh_due());
-    }
-    let snapshot = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, None)
-        .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
-    let snapshot = Arc::new(snapshot);
-    let mut cache = config.token_cache.clone();
-    cache.enabled = false;
-    let authorizer = Authorizer::new(
-        TokenValidator::new(keys.clone(), &identity),
-        &identity,
-        &cache,
-        config.policy.input_headers.clone(),
-        Arc::new(ArcSwap::new(snapshot.clone())),
-    );
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {}", req.token)
-            .parse()
-            .context("the token is not a valid header value")?,
-    );
-    let line = RequestLine {
-        method: &req.method,
-        host: &target.host,
-        path,
-        query,
-        client_ip: &req.client_ip,
-    };
-    let verdict = match req.keys {
-        Keys::NoVerify => {
-            let validator = authorizer.validator();
-            match runtime.block_on(validator.verify_unsigned(&req.token, now_ns / 1_000_000_000)) {
-                Ok(token) => match token.check_audience(&route.access.audiences) {
-                    Ok(()) => authorizer.decide_for(
-                        Authenticated::uncached(token),
-                        &headers,
-                        line,
-                        &route.access,
-                        now_ns,
-                        true,
-                        snapshot.clone(),
-                    ),
-                    Err(e) => return Ok(refused(report, 401, e.reason())),
-                },
-                Err(e) => return Ok(refused(report, 401, e.reason())),
-            }
-        }
-        _ => runtime.block_on(authorizer.authorize(&headers, line, &route.access, now_ns, true)),
-    };
-    report["revision"] = json!(snapshot.revision);
-    if let Some(caller) = &verdict.caller {
-        report["caller"] = caller_report(caller, &snapshot);
-    }
-    let (status, reason) = match &verdict.outcome {
-        Ok(a) => (200, a.reason.to_string()),
-        Err(d) => (Rejection::for_denial(d).status, d.reason().to_string()),
-    };
-    report["outcome"] = json!(outcome_label(&verdict.outcome));
-    report["status"] = json!(status);
-    report["reason"] = json!(reason);
-    if let Err(Denial::PolicyError(e)) = &verdict.outcome {
-        report["policy_error"] = json!(e.to_string());
-    }
-    if let Some(input) = verdict.input {
-        report["input"] = serde_json::from_str(&input.to_json_str()?)?;
-        match snapshot.explain(input) {
-            Ok((value, coverage)) => {
-                report["decision"] =
-                    serde_json::from_str(&value.to_json_str()?).unwrap_or(Value::Null);
-                if req.explain {
-                    report["explain"] = explain(&coverage, &report["caller"], &snapshot);
-                }
-            }
-            Err(e) => report["decision"] = json!({"error": e.to_string()}),
-        }
-    }
-    Ok(report)
+    Ok(identity)
 }
 
-fn refused(mut report: Value, status: u16, reason: &str) -> Value {
-    report["outcome"] = json!("deny");
-    report["status"] = json!(status);
-    report["reason"] = json!(reason);
+fn refused(mut report: Value, refusal: &Refusal) -> Value {
+    report["outcome"] = json!(refusal.label());
+    report["status"] = json!(refusal.status());
+    report["reason"] = json!(refusal.reason());
     report
 }
 

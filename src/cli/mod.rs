@@ -437,8 +437,13 @@ fn check(args: &CheckArgs) -> Result<()> {
         Some(TestLimits::per_test(config.policy.test_timeout)),
     )
     .with_context(|| format!("policy set in {origin}"))?;
-    if let Some(shadow) = crate::reload::load_shadow(&config) {
-        shadow.context("shadow policy set")?;
+    if let Some(shadow) = &config.shadow {
+        PolicySnapshot::load(
+            &shadow.dir,
+            config.policy.timeout,
+            Some(TestLimits::per_test(config.policy.test_timeout)),
+        )
+        .with_context(|| format!("shadow policy set in {}", shadow.dir.display()))?;
     }
     if config.dev.is_some() {
         println!(

@@ -1,10 +1,11 @@
 //! The policy input document, built straight into regorus values.
 //!
-//! Three parts have different lifetimes, and each is built once for its lifetime: the token
-//! part ([`TokenInput`]) once per verified token (it is cached with the token), directory
-//! entries ([`PreparedDirectory`]) once per policy snapshot, and the request part once per
-//! request. Assembling the document then clones reference-counted values; there is no JSON
-//! text on the request path. The schema is documented in `docs/policy-input.md`.
+//! Three parts have different lifetimes: directory entries ([`PreparedDirectory`]) are
+//! built once per policy snapshot; the token part ([`TokenInput`]) is built per request from
+//! the cached verified token (kept with the token, its maps would cost about 2 KiB per
+//! cached token); the request part per request. Assembling the document clones
+//! reference-counted values; there is no JSON text on the request path. The schema is
+//! documented in `docs/policy-input.md`.
 
 use crate::directory::{AgentIdentity, AgentUser, Blueprint, Directory, Resolution};
 use crate::identity::{Caller, CallerKind, VerifiedToken};
@@ -87,16 +88,18 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     risk_state: "risk_state".into(),
 });
 
-/// The facts of one request that policy may see.
-#[derive(Debug, Clone)]
+/// The facts of one request: what the gateway decides on, and what policy may see of it.
+#[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
+    /// Canonical `host[:port]`.
     pub host: &'a str,
+    /// The normalised path.
     pub path: &'a str,
     pub query: &'a str,
     pub client_ip: &'a str,
-    /// Selected headers, lower-case names.
-    pub headers: Vec<(&'a str, &'a str)>,
+    /// Every request header; policy sees only those named in `policy.input_headers`.
+    pub headers: &'a http::HeaderMap,
     /// Unix time in nanoseconds.
     pub time_ns: u64,
 }
@@ -320,21 +323,35 @@ fn user_value(caller: &Caller, agent_user: Option<&AgentUser>) -> Value {
     ])
 }
 
+/// What one request's input is built from, besides the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct InputParts<'a> {
+    pub route: &'a RouteInput,
+    pub token: &'a VerifiedToken,
+    pub directory: &'a PreparedDirectory,
+    pub resolution: &'a Resolution<'a>,
+    /// The request headers policy may see (`policy.input_headers`), lower-case.
+    pub input_headers: &'a [http::HeaderName],
+}
+
 /// Assembles the full input document for one request.
-pub fn build_input(
-    request: &RequestFacts<'_>,
-    route: &RouteInput,
-    token: &VerifiedToken,
-    prepared: &TokenInput,
-    directory: &PreparedDirectory,
-    resolution: &Resolution<'_>,
-) -> Value {
+pub fn build_input(request: &RequestFacts<'_>, parts: InputParts<'_>) -> Value {
     let k = &*KEYS;
+    let InputParts {
+        route,
+        token,
+        directory,
+        resolution,
+        input_headers,
+    } = parts;
+    let prepared = TokenInput::new(token);
     let caller = &token.caller;
-    let headers: BTreeMap<Value, Value> = request
-        .headers
+    let headers: BTreeMap<Value, Value> = input_headers
         .iter()
-        .map(|(n, v)| (Value::from(*n), Value::from(*v)))
+        .filter_map(|name| {
+            let value = request.headers.get(name)?.to_str().ok()?;
+            Some((Value::from(name.as_str()), Value::from(value)))
+        })
         .collect();
     let request_value = object([
         (&k.method, request.method.into()),
@@ -370,9 +387,9 @@ pub fn build_input(
     object([
         (&k.request, request_value),
         (&k.route, route.0.clone()),
-        (&k.token, prepared.token.clone()),
-        (&k.actor, prepared.actor.clone()),
-        (&k.subject, prepared.subject.clone()),
+        (&k.token, prepared.token),
+        (&k.actor, prepared.actor),
+        (&k.subject, prepared.subject),
         (&k.agent, agent),
         (&k.blueprint, blueprint),
         (&k.user, user),

@@ -12,10 +12,12 @@ pub mod engine;
 pub mod errors;
 pub mod files;
 pub mod input;
+mod shadow;
 pub mod testing;
 
 pub use decision::{Decision, DecisionError};
 pub use files::PolicyFiles;
+pub use shadow::ShadowPolicy;
 pub use testing::TestLimits;
 
 use crate::config::{PolicyConfig, PolicyEngine};

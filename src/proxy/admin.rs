@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 /// Serves health and metrics.
 pub struct Admin {
+    pub live: Arc<crate::snapshot::Live>,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
@@ -128,14 +129,16 @@ impl AdminAccess {
 impl Admin {
     fn readiness(&self) -> (bool, serde_json::Value) {
         let keys = self.authorizer.validator().keys();
-        let snapshot = self.authorizer.policy().load();
+        let snapshot = self.live.load();
+        let policy = &snapshot.policy;
         let ready = keys.ready();
         let body = serde_json::json!({
             "ready": ready,
             "pid": std::process::id(),
-            "revision": snapshot.revision,
-            "policy_engine": snapshot.engine_state(),
-            "policy_loaded_at_unix": crate::clock::unix_secs(snapshot.loaded_at),
+            "revision": policy.revision,
+            "policy_engine": policy.engine_state(),
+            "policy_loaded_at_unix": crate::clock::unix_secs(policy.loaded_at),
+            "unverified_upstreams": snapshot.routes.unverified_upstreams().collect::<Vec<_>>(),
             "tenants": keys.status(),
             "cached_tokens": self.authorizer.cache_stats().entries,
             "reload": *self.reloader.status(),
@@ -220,6 +223,7 @@ impl ServeHttp for Admin {
                 }
             }
             "/metrics" => {
+                let snapshot = self.live.load();
                 self.metrics
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
@@ -227,8 +231,8 @@ impl ServeHttp for Admin {
                 self.metrics.observe_decision_log(self.decision_log.stats());
                 self.metrics.observe_policy_engine(
                     crate::policy::compiled::engine_events(),
-                    self.authorizer.policy().load().engine_state(),
-                    self.authorizer.shadow().map(|s| s.snapshot.engine_state()),
+                    snapshot.policy.engine_state(),
+                    snapshot.shadow.as_ref().map(|s| s.snapshot.engine_state()),
                 );
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }

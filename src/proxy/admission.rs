@@ -9,7 +9,7 @@
 
 use super::deadline::HeaderDeadline;
 use super::decision_id::DecisionIds;
-use super::respond;
+use crate::outcome::{body, Refusal, RequestError};
 use crate::telemetry::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -219,10 +219,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
 
 /// Writes the `too_many_connections` refusal and closes the connection.
 async fn refuse(session: &mut Stream, decision_id: &str) {
-    let body = respond::body(503, "too_many_connections", decision_id);
+    let refusal = Refusal::Request(RequestError::TooManyConnections);
+    let body = body(refusal.status(), refusal.reason(), decision_id);
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nretry-after: 1\r\nconnection: close\r\nx-agentgate-decision-id: {decision_id}\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {} Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nretry-after: {}\r\nconnection: close\r\nx-agentgate-decision-id: {decision_id}\r\n\r\n",
+        refusal.status(),
+        body.len(),
+        refusal.retry_after().unwrap_or(1),
     );
     let write = async {
         session.write_all(head.as_bytes()).await?;

@@ -1,20 +1,21 @@
 //! The pingora `ProxyHttp` implementation: one short method per phase, each delegating.
 //!
-//! `request_filter` routes, authorises and either writes the refusal or lets the request
+//! `new_ctx` loads the snapshot the request will be routed and decided by; `request_filter`
+//! screens, routes and authorises, and either writes the refusal or lets the request
 //! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
-//! headers; `fail_to_proxy` maps upstream failures; `logging` records the decision once.
+//! headers; `fail_to_proxy` maps upstream failures; `logging` records the request once.
 
 use super::decision_id::DecisionIds;
 use super::headers::{add_identity_headers, strip_inbound_headers};
-use super::respond::{send, Rejection};
-use super::routes::{Route, RouteTable};
-use crate::authorize::{
-    outcome_label, Allowed, Authenticated, Authorizer, RequestLine, ShadowOutcome,
-};
-use crate::policy::PolicySnapshot;
+use super::record;
+use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure};
+use crate::authorize::{Authenticated, Authorizer, ShadowVerdict, Verdict};
+use crate::outcome::{Outcome, Refusal, RequestError, UpstreamFailure};
+use crate::policy::input::RequestFacts;
 use crate::request::framing::check_request;
-use crate::telemetry::decision_log::loggable_path;
-use crate::telemetry::{DecisionLog, DecisionRecord, Metrics, ShadowRecord};
+use crate::routes::Route;
+use crate::snapshot::{Live, Snapshot};
+use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -25,12 +26,12 @@ use std::time::Instant;
 
 /// Shared state of the proxy service.
 pub struct Gateway {
-    pub routes: Arc<arc_swap::ArcSwap<RouteTable>>,
+    pub live: Arc<Live>,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub decision_log: Arc<DecisionLog>,
-    ids: Arc<DecisionIds>,
-    limits: RequestLimits,
+    pub ids: Arc<DecisionIds>,
+    pub limits: RequestLimits,
 }
 
 /// Per-request and per-connection limits, from `[server]`.
@@ -53,25 +54,41 @@ impl RequestLimits {
 
 /// Per-request facts carried between phases.
 pub struct RequestCtx {
-    started: Instant,
-    decision_id: String,
-    route: Option<Arc<Route>>,
-    caller: Option<Arc<Authenticated>>,
-    allowed: Option<Allowed>,
-    /// The policy snapshot that decided: its revision, directory and labels, all from one set.
-    snapshot: Option<Arc<PolicySnapshot>>,
-    /// Reason code of the outcome, for logs and metrics.
-    reason: String,
+    pub(super) started: Instant,
+    pub(super) decision_id: String,
+    /// The snapshot this request is routed and decided by, loaded once when it starts.
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) route: Option<Arc<Route>>,
+    pub(super) caller: Option<Arc<Authenticated>>,
+    /// What the gateway decided, once it has.
+    pub(super) outcome: Option<Outcome>,
+    /// Why an allowed request got no answer from its upstream.
+    pub(super) upstream_failure: Option<UpstreamFailure>,
     /// When the request left for the upstream.
-    forwarded_at: Option<Instant>,
+    pub(super) forwarded_at: Option<Instant>,
     tries: usize,
     /// The shadow verdict and whether it differs from the enforced one.
-    shadow: Option<(ShadowOutcome, bool)>,
+    pub(super) shadow: Option<(ShadowVerdict, bool)>,
     /// This request's position on its connection (1 for the first).
     nth_on_connection: u32,
     /// The origin-form target and host to send upstream instead of the ones received: set
     /// when the path was normalised or the target came in absolute form.
     upstream_target: Option<(String, String)>,
+}
+
+impl RequestCtx {
+    /// The reason code the request ends with: the upstream failure's, else the outcome's.
+    pub(super) fn reason(&self) -> &str {
+        match (&self.upstream_failure, &self.outcome) {
+            (Some(f), _) => f.reason(),
+            (None, Some(o)) => o.reason(),
+            (None, None) => "",
+        }
+    }
+
+    pub(super) fn allowed(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::Allowed(_)))
+    }
 }
 
 /// Carried from one request to the next on a keep-alive connection.
@@ -80,107 +97,73 @@ struct ConnectionState {
 }
 
 impl Gateway {
-    pub fn new(
-        routes: Arc<arc_swap::ArcSwap<RouteTable>>,
-        authorizer: Arc<Authorizer>,
-        metrics: Arc<Metrics>,
-        decision_log: Arc<DecisionLog>,
-        ids: Arc<DecisionIds>,
-        limits: RequestLimits,
-    ) -> Self {
-        Self {
-            routes,
-            authorizer,
-            metrics,
-            decision_log,
-            ids,
-            limits,
+    /// Screens the request (framing, target, route) and runs the decision pipeline on it.
+    async fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Verdict, RequestError> {
+        let req = session.req_header();
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        check_request(&req.headers, raw.as_deref(), self.limits.max_header_bytes)?;
+        let target = crate::request::read(
+            &req.uri,
+            req.raw_path(),
+            req.raw_path_is_utf8(),
+            &req.headers,
+            req.version,
+            self.limits.max_uri_bytes,
+        )?;
+        let route = ctx
+            .snapshot
+            .routes
+            .find(target.host_name(), &target.path)
+            .cloned()
+            .ok_or(RequestError::NoRoute)?;
+        if target.rewritten {
+            ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
         }
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let facts = RequestFacts {
+            method: req.method.as_str(),
+            host: &target.host,
+            path: &target.path,
+            query: target.query,
+            client_ip: &client_ip,
+            headers: &req.headers,
+            time_ns: crate::clock::unix_nanos(crate::clock::now()),
+        };
+        let verdict = self
+            .authorizer
+            .authorize(&ctx.snapshot, &route.access, &facts, false)
+            .await;
+        ctx.route = Some(route);
+        Ok(verdict)
     }
 
-    async fn reject(
+    /// Writes `refusal`, closing the connection when its framing is in doubt.
+    async fn refuse(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        r: Rejection<'_>,
+        refusal: Refusal,
     ) -> Result<bool> {
-        ctx.reason = r.reason.to_string();
-        send(session, &r, &ctx.decision_id).await?;
-        Ok(true)
-    }
-
-    fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
-        let allow = ctx.allowed.is_some();
-        if !self.decision_log.wants(allow) {
-            return self.count(ctx, allow);
+        if refusal.closes_connection() {
+            session.set_keepalive(None);
         }
-        let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
-        let directory = ctx.snapshot.as_ref().map(|s| &s.directory);
-        let blueprint_entry = caller
-            .and_then(|c| c.blueprint_id.as_deref())
-            .and_then(|bp| directory?.blueprints.get(bp));
-        let agent_entry = caller
-            .and_then(|c| c.agent_id())
-            .and_then(|a| directory?.agents.get(a));
-        self.count(ctx, allow);
-        let route = ctx.route.as_ref().map(|r| &*r.id);
-        let req = session.req_header();
-        let (path, path_truncated) = loggable_path(req.uri.path());
-        self.decision_log.write(&DecisionRecord {
-            time: humantime::format_rfc3339_micros(crate::clock::now()).to_string(),
-            decision_id: &ctx.decision_id,
-            route,
-            method: req.method.as_str(),
-            path,
-            path_truncated,
-            caller_kind: caller.map(|c| c.kind.as_str()),
-            tenant: caller.map(|c| &*c.tenant),
-            client_id: caller.map(|c| &*c.actor_id),
-            agent_id: caller.and_then(|c| c.agent_id()),
-            blueprint_id: caller.and_then(|c| c.blueprint_id.as_deref()),
-            blueprint_name: blueprint_entry.map(|b| b.name.as_str()),
-            sponsors: agent_entry.map_or_else(Vec::new, |a| {
-                a.sponsors.iter().map(|s| s.id.as_str()).collect()
-            }),
-            user_oid: caller.and_then(|c| c.user_oid()),
-            allow,
-            status,
-            reason: &ctx.reason,
-            revision: ctx.snapshot.as_ref().map_or("", |s| s.revision.as_str()),
-            latency_us: ctx.started.elapsed().as_micros() as u64,
-            shadow: ctx.shadow.as_ref().map(|(s, mismatch)| ShadowRecord {
-                revision: &s.revision,
-                outcome: s.outcome,
-                reason: &s.reason,
-                mismatch: *mismatch,
-            }),
-        });
-    }
-
-    /// Counts the request; labels come only from closed sets.
-    fn count(&self, ctx: &RequestCtx, allow: bool) {
-        let caller = ctx.caller.as_ref().map(|c| &c.token.caller);
-        let blueprint = blueprint_label(
-            ctx.snapshot.as_deref(),
-            caller.and_then(|c| c.blueprint_id.as_deref()),
-        );
-        let route = ctx.route.as_ref().map_or("none", |r| &*r.id);
-        let decision = if allow { "allow" } else { "deny" };
-        let kind = caller.map_or("none", |c| c.kind.as_str());
-        self.metrics
-            .requests
-            .with_label_values(&[route, decision, &ctx.reason, kind, blueprint])
-            .inc();
-    }
-}
-
-/// A blueprint id as a metric label: blueprints of the deciding snapshot's directory by id,
-/// others as `unknown`, no blueprint as `none`. Keeps the label set closed.
-fn blueprint_label<'a>(snapshot: Option<&PolicySnapshot>, blueprint: Option<&'a str>) -> &'a str {
-    match blueprint {
-        None => "none",
-        Some(bp) if snapshot.is_some_and(|s| s.directory.has_blueprint(bp)) => bp,
-        Some(_) => "unknown",
+        if let Refusal::PolicyError(e) = &refusal {
+            tracing::error!(decision_id = %ctx.decision_id, revision = %ctx.snapshot.policy.revision, error = %e, "policy could not decide; denying");
+        }
+        let sent = send_refusal(session, &refusal, &ctx.decision_id).await;
+        ctx.outcome = Some(Outcome::Refused(refusal));
+        sent.map(|()| true)
     }
 }
 
@@ -192,11 +175,11 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             started: Instant::now(),
             decision_id: self.ids.next(),
+            snapshot: self.live.load(),
             route: None,
             caller: None,
-            allowed: None,
-            snapshot: None,
-            reason: String::new(),
+            outcome: None,
+            upstream_failure: None,
             forwarded_at: None,
             tries: 0,
             shadow: None,
@@ -231,123 +214,28 @@ impl ProxyHttp for Gateway {
             // Closing connections now and then bounds per-connection state (as nginx does).
             session.set_keepalive(None);
         }
-        let raw = session
-            .as_downstream()
-            .as_http1()
-            .map(|h1| h1.get_headers_raw_bytes());
-        if let Err(e) = check_request(
-            &session.req_header().headers,
-            raw.as_deref(),
-            self.limits.max_header_bytes,
-        ) {
-            // The body's extent is in doubt: never read another request from this connection.
-            session.set_keepalive(None);
-            let (status, reason) = e.status_and_reason();
-            return self
-                .reject(session, ctx, Rejection::plain(status, reason))
-                .await;
-        }
-        let req = session.req_header();
-        let target = match crate::request::read(
-            &req.uri,
-            req.raw_path(),
-            req.raw_path_is_utf8(),
-            &req.headers,
-            req.version,
-            self.limits.max_uri_bytes,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                let (status, reason) = e.status_and_reason();
-                return self
-                    .reject(session, ctx, Rejection::plain(status, reason))
-                    .await;
-            }
+        let verdict = match self.decide(session, ctx).await {
+            Ok(verdict) => verdict,
+            Err(e) => return self.refuse(session, ctx, Refusal::Request(e)).await,
         };
-        let Some(route) = self
-            .routes
-            .load()
-            .find(target.host_name(), &target.path)
-            .cloned()
-        else {
-            return self
-                .reject(session, ctx, Rejection::plain(404, "no_route"))
-                .await;
-        };
-        if target.rewritten {
-            ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
-        }
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let req = session.req_header();
-        let line = RequestLine {
-            method: req.method.as_str(),
-            host: &target.host,
-            path: &target.path,
-            query: target.query,
-            client_ip: &client_ip,
-        };
-        let verdict = self
-            .authorizer
-            .authorize(
-                &req.headers,
-                line,
-                &route.access,
-                crate::clock::unix_nanos(crate::clock::now()),
-                false,
-            )
-            .await;
-        self.metrics
-            .token_validation_seconds
-            .observe(verdict.token_time.as_secs_f64());
-        if verdict.caller.is_some() && !verdict.policy_time.is_zero() {
-            self.metrics
-                .policy_evaluation_seconds
-                .observe(verdict.policy_time.as_secs_f64());
-        }
-        if let Some(shadow) = verdict.shadow {
-            let mismatch = shadow.differs_from(&verdict.outcome);
-            if mismatch {
-                let bp = verdict
-                    .caller
-                    .as_ref()
-                    .and_then(|c| c.token.caller.blueprint_id.as_deref());
-                let blueprint = blueprint_label(Some(&verdict.snapshot), bp);
-                let enforced = outcome_label(&verdict.outcome);
-                self.metrics
-                    .shadow_mismatches
-                    .with_label_values(&[enforced, shadow.outcome, blueprint])
-                    .inc();
-                let enforced_reason = match &verdict.outcome {
-                    Ok(a) => a.reason.to_string(),
-                    Err(d) => d.reason().to_string(),
-                };
-                tracing::warn!(decision_id = %ctx.decision_id, enforced, enforced_reason, shadow = shadow.outcome, shadow_reason = %shadow.reason, shadow_revision = %shadow.revision, blueprint = %blueprint, "shadow policy set would decide differently");
-            }
-            ctx.shadow = Some((shadow, mismatch));
-        }
-        ctx.route = Some(route);
+        record::observe_verdict(&self.metrics, &verdict);
         ctx.caller = verdict.caller;
-        ctx.snapshot = Some(verdict.snapshot.clone());
+        ctx.shadow = verdict.shadow.map(|s| {
+            let mismatch = s.outcome.differs_from(&verdict.outcome);
+            (s, mismatch)
+        });
+        if ctx.shadow.as_ref().is_some_and(|(_, mismatch)| *mismatch) {
+            record::shadow_mismatch(&self.metrics, ctx, &verdict.outcome);
+        }
         self.metrics
             .decision_seconds
             .observe(ctx.started.elapsed().as_secs_f64());
         match verdict.outcome {
-            Ok(allowed) => {
-                ctx.reason = allowed.reason.to_string();
-                ctx.allowed = Some(allowed);
+            Outcome::Allowed(allowed) => {
+                ctx.outcome = Some(Outcome::Allowed(allowed));
                 Ok(false)
             }
-            Err(denial) => {
-                if let crate::authorize::Denial::PolicyError(e) = &denial {
-                    tracing::error!(decision_id = %ctx.decision_id, revision = %verdict.snapshot.revision, error = %e, "policy could not decide; denying");
-                }
-                self.reject(session, ctx, Rejection::for_denial(&denial))
-                    .await
-            }
+            Outcome::Refused(refusal) => self.refuse(session, ctx, refusal).await,
         }
     }
 
@@ -379,7 +267,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(route), Some(caller), Some(allowed)) = (&ctx.route, &ctx.caller, &ctx.allowed)
+        let (Some(route), Some(caller), Some(Outcome::Allowed(allowed))) =
+            (&ctx.route, &ctx.caller, &ctx.outcome)
         else {
             // Only allowed requests reach this phase; anything else is a bug, so refuse.
             return Err(Error::explain(
@@ -414,7 +303,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(allowed) = &ctx.allowed {
+        if let Some(Outcome::Allowed(allowed)) = &ctx.outcome {
             response.insert_header("x-agentgate-decision-id", ctx.decision_id.as_str())?;
             for (n, v) in &allowed.response_headers {
                 response.append_header(n.clone(), v.clone())?;
@@ -444,63 +333,24 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (status, reason) = match e.etype() {
-            _ if crate::tls::is_upstream_tls_error(e) => (502, "upstream_tls_error"),
-            ErrorType::HTTPStatus(code) => (*code, "http_error"),
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                (504, "upstream_timeout")
-            }
-            ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::ConnectProxyFailure
-            | ErrorType::SocketError => (502, "upstream_unreachable"),
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => (502, "upstream_error"),
-                pingora::ErrorSource::Downstream => (400, "bad_request"),
-                _ => (500, "internal_error"),
-            },
-        };
+        let failure = upstream_failure(e);
+        ctx.upstream_failure = Some(failure);
         // A client that went away needs no answer.
-        let gone = matches!(
-            e.etype(),
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-        ) && *e.esource() == pingora::ErrorSource::Downstream;
-        ctx.reason = reason.to_string();
+        let gone = client_went_away(e);
         if !gone && session.response_written().is_none() {
-            if let Err(err) =
-                send(session, &Rejection::plain(status, reason), &ctx.decision_id).await
-            {
+            if let Err(err) = send_failure(session, failure, &ctx.decision_id).await {
                 tracing::debug!(error = %err, "could not send error response");
             }
         }
         FailToProxy {
-            error_code: if gone { 0 } else { status },
+            error_code: if gone { 0 } else { failure.status() },
             can_reuse_downstream: false,
         }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let (Some(route), Some(at)) = (&ctx.route, ctx.forwarded_at) {
-            self.metrics
-                .upstream_seconds
-                .with_label_values(&[&*route.id])
-                .observe(at.elapsed().as_secs_f64());
-            if ctx.allowed.is_some() {
-                let class = match status {
-                    100..=199 => "1xx",
-                    200..=299 => "2xx",
-                    300..=399 => "3xx",
-                    400..=499 => "4xx",
-                    _ => "5xx",
-                };
-                self.metrics
-                    .upstream_responses
-                    .with_label_values(&[&*route.id, class])
-                    .inc();
-            }
-        }
-        self.record(session, ctx, status);
+        record::upstream(&self.metrics, ctx, status);
+        record::request(&self.metrics, &self.decision_log, session, ctx, status);
     }
 }

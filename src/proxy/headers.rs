@@ -6,7 +6,8 @@
 //! upstream act on another method or path than the one authorised, are stripped too unless
 //! the route opts in.
 
-use crate::authorize::{Allowed, Authenticated};
+use crate::authorize::Authenticated;
+use crate::outcome::Allowed;
 use pingora::http::RequestHeader;
 use pingora::Result;
 

@@ -6,15 +6,16 @@ pub mod deadline;
 pub mod decision_id;
 pub mod gateway;
 pub mod headers;
+mod record;
 pub mod respond;
-pub mod routes;
 
 use crate::authorize::Authorizer;
 use crate::config::Config;
 use crate::identity::{KeyStore, TokenValidator};
-use crate::policy::{PolicyLoadError, PolicySnapshot};
+use crate::policy::TestLimits;
+use crate::reload::{build_snapshot, ready_to_serve, ReloadError, ShadowFallback};
+use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
@@ -26,19 +27,12 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("policy set in {dir} is not usable")]
-    Policy {
-        dir: String,
-        source: PolicyLoadError,
-    },
+    #[error(transparent)]
+    Snapshot(#[from] ReloadError),
     #[error(transparent)]
     Keys(#[from] crate::identity::keys::KeyStoreError),
-    #[error("failed to build an upstream balancer")]
-    Upstream(#[from] std::io::Error),
     #[error("failed to register metrics")]
     Metrics(#[from] prometheus::Error),
-    #[error("shadow policy set is not usable")]
-    Shadow(#[source] crate::reload::ReloadError),
     #[error("failed to open the decision log")]
     DecisionLog(#[source] std::io::Error),
     #[error(transparent)]
@@ -61,19 +55,24 @@ pub struct Parts {
     pub authorizer: Arc<Authorizer>,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
-    pub routes: Arc<ArcSwap<routes::RouteTable>>,
+    /// The snapshot in force: routes, policy set, shadow set.
+    pub live: Arc<Live>,
     /// Open connections per listener and client, against the configured caps.
     pub connections: Arc<admission::ConnectionCounts>,
 }
 
 /// Builds the decision pipeline from the configuration (no sockets opened).
 pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
-    let snapshot = PolicySnapshot::load_to_serve(&config.policy.dir, &config.policy, None)
-        .map_err(|source| StartError::Policy {
-            dir: config.policy.dir.display().to_string(),
-            source,
-        })?;
-    tracing::info!(revision = %snapshot.revision, dir = %config.policy.dir.display(), "policy set loaded");
+    let built = build_snapshot(
+        config,
+        TestLimits::per_test(config.policy.test_timeout),
+        ShadowFallback::Refuse,
+    )?;
+    let snapshot = ready_to_serve(built.snapshot, None, config);
+    tracing::info!(revision = %snapshot.policy.revision, dir = %config.policy.dir.display(), "policy set loaded");
+    if let Some(shadow) = &snapshot.shadow {
+        tracing::info!(revision = %shadow.snapshot.revision, "shadow policy set loaded");
+    }
     let keys = Arc::new(KeyStore::new(&config.identity)?);
     let validator = TokenValidator::new(keys.clone(), &config.identity);
     let authorizer = Arc::new(Authorizer::new(
@@ -81,20 +80,12 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
         &config.identity,
         &config.token_cache,
         config.policy.input_headers.clone(),
-        Arc::new(ArcSwap::from_pointee(snapshot)),
     ));
-    if let Some(shadow) = crate::reload::load_shadow(config) {
-        let shadow = shadow.map_err(StartError::Shadow)?;
-        tracing::info!(revision = %shadow.snapshot.revision, "shadow policy set loaded");
-        authorizer.set_shadow(Some(shadow));
-    }
     Ok(Parts {
         authorizer,
         keys,
         metrics: Arc::new(Metrics::new()?),
-        routes: Arc::new(ArcSwap::from_pointee(routes::RouteTable::new(
-            &config.routes,
-        )?)),
+        live: Arc::new(Live::new(snapshot)),
         connections: Arc::new(admission::ConnectionCounts::new(
             &config
                 .listeners
@@ -131,8 +122,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     crate::tls::install_default_provider();
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
-        parts.authorizer.clone(),
-        parts.routes.clone(),
+        parts.live.clone(),
         parts.metrics.clone(),
     ));
     let decision_log = Arc::new(DecisionLog::open(&config.log).map_err(StartError::DecisionLog)?);
@@ -154,14 +144,14 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.bootstrap();
 
     let ids = Arc::new(decision_id::DecisionIds::new());
-    let gateway = gateway::Gateway::new(
-        parts.routes.clone(),
-        parts.authorizer.clone(),
-        parts.metrics.clone(),
-        decision_log.clone(),
-        ids.clone(),
-        gateway::RequestLimits::from_config(&config.server),
-    );
+    let gateway = gateway::Gateway {
+        live: parts.live.clone(),
+        authorizer: parts.authorizer.clone(),
+        metrics: parts.metrics.clone(),
+        decision_log: decision_log.clone(),
+        ids: ids.clone(),
+        limits: gateway::RequestLimits::from_config(&config.server),
+    };
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();
     let mut proxy = Service::new(
@@ -184,6 +174,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     let mut admin = Service::new(
         "agentgate admin".to_string(),
         admin::Admin {
+            live: parts.live.clone(),
             authorizer: parts.authorizer.clone(),
             metrics: parts.metrics.clone(),
             reloader: reloader.clone(),

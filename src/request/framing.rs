@@ -21,18 +21,6 @@ pub enum FramingError {
     HeadersTooLarge,
 }
 
-impl FramingError {
-    /// The status and stable reason code.
-    pub fn status_and_reason(self) -> (u16, &'static str) {
-        match self {
-            Self::LengthAndChunked => (400, "ambiguous_framing"),
-            Self::BadContentLength => (400, "invalid_content_length"),
-            Self::BadTransferEncoding => (400, "invalid_transfer_encoding"),
-            Self::HeadersTooLarge => (431, "headers_too_large"),
-        }
-    }
-}
-
 /// True when the raw header block has a `Content-Length` line. The HTTP parser drops
 /// `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3 allows that), so the
 /// parsed headers alone cannot show the ambiguity; the raw bytes can.

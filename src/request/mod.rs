@@ -40,18 +40,6 @@ pub enum TargetError {
     Host(#[from] HostError),
 }
 
-impl TargetError {
-    /// The status and stable reason code.
-    pub fn status_and_reason(self) -> (u16, &'static str) {
-        match self {
-            Self::TooLong(_) => (414, "uri_too_long"),
-            Self::NotUtf8 | Self::Path(_) => (400, "invalid_path"),
-            Self::Host(HostError::Invalid) => (400, "invalid_host"),
-            Self::Host(HostError::Missing) => (400, "missing_host"),
-        }
-    }
-}
-
 /// Reads a request's target: `uri` and `raw_target` as pingora parsed and kept them (an
 /// absolute-form target only survives in `raw_target`), refused when `raw_target` is longer
 /// than `max_uri_bytes`.

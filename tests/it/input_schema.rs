@@ -5,7 +5,7 @@ use crate::support::*;
 use agentgate::identity::caller::classify_unverified;
 use agentgate::identity::token::{TokenVersion, VerifiedToken};
 use agentgate::identity::CallerKind;
-use agentgate::policy::input::{build_input, RequestFacts, RouteInput, TokenInput};
+use agentgate::policy::input::{build_input, InputParts, RequestFacts, RouteInput};
 use agentgate::policy::PolicySnapshot;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +20,20 @@ fn built_inputs_match_the_documented_schema() {
     let snapshot =
         PolicySnapshot::load(&repo().join("policies"), Duration::from_secs(1), None).unwrap();
     let route = RouteInput::new("orders", "/orders");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("user-agent", "test".parse().unwrap());
+    headers.insert(
+        "authorization",
+        "Bearer never-reaches-policy".parse().unwrap(),
+    );
+    let input_headers = [http::HeaderName::from_static("user-agent")];
     let facts = RequestFacts {
         method: "GET",
         host: "api.contoso.example",
         path: "/orders/42",
         query: "x=1",
         client_ip: "127.0.0.1",
-        headers: vec![("user-agent", "test")],
+        headers: &headers,
         time_ns: now() * 1_000_000_000,
     };
     let mut unknown_agent = spec(CallerKind::AgentApp);
@@ -53,11 +60,13 @@ fn built_inputs_match_the_documented_schema() {
         let resolution = snapshot.directory.resolve(&token.caller).unwrap();
         let input = build_input(
             &facts,
-            &route,
-            &token,
-            &TokenInput::new(&token),
-            &snapshot.prepared,
-            &resolution,
+            InputParts {
+                route: &route,
+                token: &token,
+                directory: &snapshot.prepared,
+                resolution: &resolution,
+                input_headers: &input_headers,
+            },
         );
         let json: serde_json::Value = serde_json::from_str(&input.to_json_str().unwrap()).unwrap();
         let errors: Vec<String> = validator
@@ -67,5 +76,9 @@ fn built_inputs_match_the_documented_schema() {
         assert!(errors.is_empty(), "{:?}: {errors:#?}\n{json:#}", s.kind);
         assert_eq!(json["agent"].is_null(), !s.kind.is_agent());
         assert_eq!(json["user"].is_null(), !s.kind.is_delegated());
+        assert_eq!(
+            json["request"]["headers"],
+            serde_json::json!({"user-agent": "test"})
+        );
     }
 }

@@ -1,9 +1,11 @@
-//! Routing: host and longest path prefix to a route and its upstreams.
+//! Routing: host and longest path prefix to a route, its upstreams and what it accepts.
+//!
+//! The table is part of every [`crate::snapshot::Snapshot`], built by the same reload that
+//! builds the policy set, so a request is routed and decided by one set.
 
-use crate::authorize::RouteAccess;
 use crate::config::RouteConfig;
 use crate::policy::input::RouteInput;
-use crate::tls::UpstreamTls;
+use crate::tls::{TlsError, UpstreamTls};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use std::sync::Arc;
 
@@ -17,22 +19,45 @@ pub struct Route {
     pub tls: Option<Arc<UpstreamTls>>,
 }
 
+/// What a route accepts, as the decision pipeline needs it.
+#[derive(Debug)]
+pub struct RouteAccess {
+    /// Accepted `aud` values, without trailing slash.
+    pub audiences: Vec<String>,
+    /// The route part of the policy input, prepared once.
+    pub input: RouteInput,
+}
+
+/// Why a route table could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    #[error("route {route}: its upstreams cannot form a balancer")]
+    Balancer {
+        route: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
 /// Routes ordered for matching: longest prefix first, host-specific before any-host.
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
-    /// Builds the table; fails if an upstream list cannot form a balancer or a route's
-    /// upstream TLS files are unusable (an `InvalidData` error naming the route).
-    pub fn new(configs: &[RouteConfig]) -> std::io::Result<Self> {
+    /// Builds the table, reading each route's upstream TLS files.
+    pub fn new(configs: &[RouteConfig]) -> Result<Self, RouteError> {
         let mut routes = Vec::with_capacity(configs.len());
         for c in configs {
-            let upstreams = LoadBalancer::try_from_iter(c.upstreams.iter().map(|a| a.to_string()))?;
+            let upstreams = LoadBalancer::try_from_iter(c.upstreams.iter().map(|a| a.to_string()))
+                .map_err(|source| RouteError::Balancer {
+                    route: c.id.clone(),
+                    source,
+                })?;
             let tls = match &c.tls {
-                Some(t) => Some(Arc::new(UpstreamTls::load(&c.id, t).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                })?)),
+                Some(t) => Some(Arc::new(UpstreamTls::load(&c.id, t)?)),
                 None => None,
             };
             routes.push(Arc::new(Route {
@@ -67,6 +92,14 @@ impl RouteTable {
                 || r.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
                 && prefix_matches(&r.config.path_prefix, path)
         })
+    }
+
+    /// Routes whose upstream certificates are not verified (`insecure_skip_verify`).
+    pub fn unverified_upstreams(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .filter(|r| r.tls.as_ref().is_some_and(|t| t.insecure_skip_verify()))
+            .map(|r| &*r.id)
     }
 }
 

@@ -1,0 +1,345 @@
+//! Building snapshots, at start and on every reload.
+//!
+//! A reload reads the configuration and the policy directory into a complete candidate
+//! [`Snapshot`] (routes, the enforced policy set, the shadow set), compiles it and runs its
+//! Rego tests; only then is it swapped in, atomically, with one store into [`Live`]. On any
+//! failure the previous snapshot keeps serving and the failure is logged (with
+//! file:line:column where the parser gives one), counted and shown on `/readyz`. Triggers
+//! ([`watch`]): a file watcher (debounced), SIGHUP, and `POST /reload` on the admin
+//! listener. Nothing here is reachable from the request path except through [`Live`].
+
+mod watch;
+
+pub use watch::ReloadTriggers;
+
+use crate::config::{Config, ConfigError};
+use crate::policy::{PolicyLoadError, PolicySnapshot, ShadowPolicy, TestLimits};
+use crate::routes::{RouteError, RouteTable};
+use crate::snapshot::{Live, Snapshot};
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a candidate snapshot was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("policy set in {dir}: {source}")]
+    Policy {
+        dir: String,
+        source: PolicyLoadError,
+    },
+    #[error("routes: {0}")]
+    Routes(#[from] RouteError),
+    /// Occurs when building the candidate takes longer than `reload.timeout`; whatever was
+    /// still running is abandoned, never swapped in.
+    #[error("the reload did not finish in time: still building the candidate after {after:.1?} (reload.timeout)")]
+    TimedOut { after: Duration },
+}
+
+/// What to do when the shadow set cannot be loaded.
+#[derive(Debug, Clone)]
+pub enum ShadowFallback {
+    /// Refuse the whole snapshot (at start).
+    Refuse,
+    /// Keep this shadow set (on reload: a broken candidate never blocks the enforced set).
+    Keep(Option<Arc<ShadowPolicy>>),
+}
+
+/// A snapshot ready to swap in, with what a reload reports about it.
+pub struct Built {
+    pub snapshot: Snapshot,
+    /// Why the configured shadow set was not loaded, when the previous one was kept.
+    pub shadow_error: Option<ReloadError>,
+}
+
+/// Loads the policy set in `dir` for `config`, its tests run within `limits`.
+fn load_policy(
+    dir: &Path,
+    config: &Config,
+    limits: TestLimits,
+) -> Result<PolicySnapshot, ReloadError> {
+    PolicySnapshot::load(dir, config.policy.timeout, Some(limits)).map_err(|source| {
+        ReloadError::Policy {
+            dir: dir.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Builds the snapshot `config` describes. The compiled policy engines are not started:
+/// see [`start_engines`].
+pub fn build_snapshot(
+    config: &Config,
+    limits: TestLimits,
+    shadow: ShadowFallback,
+) -> Result<Built, ReloadError> {
+    let policy = load_policy(&config.policy.dir, config, limits)?;
+    let routes = RouteTable::new(&config.routes)?;
+    let loaded = config.shadow.as_ref().map(|s| {
+        load_policy(&s.dir, config, limits).map(|snapshot| {
+            Arc::new(ShadowPolicy {
+                snapshot: Arc::new(snapshot),
+                blueprints: s.blueprints.clone(),
+            })
+        })
+    });
+    let (shadow, shadow_error) = match (loaded, shadow) {
+        (None, _) => (None, None),
+        (Some(Ok(s)), _) => (Some(s), None),
+        (Some(Err(e)), ShadowFallback::Refuse) => return Err(e),
+        (Some(Err(e)), ShadowFallback::Keep(previous)) => (previous, Some(e)),
+    };
+    Ok(Built {
+        snapshot: Snapshot {
+            routes,
+            policy: Arc::new(policy),
+            shadow,
+        },
+        shadow_error,
+    })
+}
+
+/// Readies a snapshot that is sure to serve: a policy set whose revision `previous` already
+/// serves is taken from it (with its compiled engine, warm), any other starts its compiled
+/// engine.
+pub fn ready_to_serve(
+    mut snapshot: Snapshot,
+    previous: Option<&Snapshot>,
+    config: &Config,
+) -> Snapshot {
+    let reuse = |new: Arc<PolicySnapshot>, old: Option<&Arc<PolicySnapshot>>| match old {
+        Some(old) if old.revision == new.revision => old.clone(),
+        _ => {
+            new.start_engine(&config.policy);
+            new
+        }
+    };
+    snapshot.policy = reuse(snapshot.policy, previous.map(|p| &p.policy));
+    if let Some(shadow) = snapshot.shadow.take() {
+        let old = previous.and_then(|p| p.shadow.as_ref());
+        snapshot.shadow = Some(match old {
+            Some(old) if Arc::ptr_eq(old, &shadow) => shadow,
+            _ => Arc::new(ShadowPolicy {
+                snapshot: reuse(shadow.snapshot.clone(), old.map(|o| &o.snapshot)),
+                blueprints: shadow.blueprints.clone(),
+            }),
+        });
+    }
+    snapshot
+}
+
+/// Reads the configuration and builds its snapshot before `deadline`.
+fn build_candidate(
+    config_path: &Path,
+    deadline: Instant,
+    shadow: ShadowFallback,
+) -> Result<(Config, Built), ReloadError> {
+    let config = Config::load(config_path)?;
+    let limits = TestLimits {
+        per_test: config.policy.test_timeout,
+        deadline: Some(deadline),
+    };
+    let built = build_snapshot(&config, limits, shadow)?;
+    Ok((config, built))
+}
+
+/// [`build_candidate`] on a thread of its own, waited for until `timeout` after `started`:
+/// a policy that never finishes (a builtin the evaluation timer cannot interrupt) fails the
+/// reload instead of holding the reload lock forever.
+fn build_candidate_within(
+    config_path: &Path,
+    started: Instant,
+    timeout: Duration,
+    shadow: ShadowFallback,
+) -> Result<(Config, Built), ReloadError> {
+    let deadline = started + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = config_path.to_path_buf();
+    let fallback = shadow.clone();
+    let spawned = std::thread::Builder::new()
+        .name("reload-candidate".into())
+        .spawn(move || {
+            let _ = tx.send(build_candidate(&path, deadline, fallback));
+        });
+    if spawned.is_err() {
+        return build_candidate(config_path, deadline, shadow);
+    }
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(candidate) => candidate,
+        Err(_) => {
+            tracing::warn!("a reload candidate is still being built past reload.timeout; it is abandoned and will never be used");
+            Err(ReloadError::TimedOut {
+                after: started.elapsed(),
+            })
+        }
+    }
+}
+
+/// What the last reloads did, for `/readyz` and the admin endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub revision: String,
+    pub shadow_revision: Option<String>,
+    pub loaded_at_unix: u64,
+    pub last_attempt_unix: u64,
+    pub last_trigger: String,
+    pub last_error: Option<String>,
+    pub last_shadow_error: Option<String>,
+}
+
+/// Performs reloads; one at a time.
+pub struct Reloader {
+    config_path: PathBuf,
+    /// The configuration in force; the lock serialises reloads (never taken by requests).
+    running: Mutex<Config>,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    status: ArcSwap<ReloadStatus>,
+}
+
+impl Reloader {
+    /// A reloader for a gateway started with `config`, serving `live`.
+    pub fn new(config: Config, live: Arc<Live>, metrics: Arc<Metrics>) -> Self {
+        let snapshot = live.load();
+        let shadow = snapshot
+            .shadow
+            .as_ref()
+            .map(|s| s.snapshot.revision.clone());
+        metrics.set_revisions(&snapshot.policy.revision, shadow.as_deref());
+        metrics
+            .last_reload_success
+            .set(crate::clock::unix_now() as i64);
+        let status = ReloadStatus {
+            revision: snapshot.policy.revision.clone(),
+            shadow_revision: shadow,
+            loaded_at_unix: crate::clock::unix_now(),
+            last_attempt_unix: crate::clock::unix_now(),
+            last_trigger: "start".into(),
+            ..Default::default()
+        };
+        Self {
+            config_path: config.path.clone(),
+            running: Mutex::new(config),
+            live,
+            metrics,
+            status: ArcSwap::from_pointee(status),
+        }
+    }
+
+    /// The paths whose changes trigger a reload: the config file and the policy directories.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut paths = vec![running.policy.dir.clone(), self.config_path.clone()];
+        if let Some(s) = &running.shadow {
+            paths.push(s.dir.clone());
+        }
+        paths
+    }
+
+    /// The outcome of the reloads so far.
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        self.status.load_full()
+    }
+
+    /// Builds a candidate snapshot and swaps it in. Returns the enforced revision.
+    pub fn reload(&self, trigger: &str) -> Result<String, ReloadError> {
+        let started = Instant::now();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = (*self.status.load_full()).clone();
+        status.last_attempt_unix = crate::clock::unix_now();
+        status.last_trigger = trigger.to_string();
+        let result = self.apply(&mut running, &mut status, started);
+        match &result {
+            Ok(revision) => {
+                status.last_error = None;
+                self.metrics
+                    .last_reload_success
+                    .set(crate::clock::unix_now() as i64);
+                tracing::info!(revision = %revision, trigger, took_ms = started.elapsed().as_millis() as u64, "reload applied");
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                status.last_error = Some(e.to_string());
+                tracing::error!(trigger, error = %e, "reload refused; the previous set keeps serving");
+            }
+        }
+        self.status.store(Arc::new(status));
+        result
+    }
+
+    fn apply(
+        &self,
+        running: &mut Config,
+        status: &mut ReloadStatus,
+        started: Instant,
+    ) -> Result<String, ReloadError> {
+        let previous = self.live.load();
+        let (candidate, built) = build_candidate_within(
+            &self.config_path,
+            started,
+            running.reload.timeout,
+            ShadowFallback::Keep(previous.shadow.clone()),
+        )?;
+        warn_about_restart_only_changes(&candidate, running);
+        let Built {
+            snapshot,
+            shadow_error,
+        } = built;
+        let revision = snapshot.policy.revision.clone();
+        let shadow_revision = snapshot
+            .shadow
+            .as_ref()
+            .map(|s| s.snapshot.revision.clone());
+        let unchanged = revision == status.revision
+            && candidate.routes == running.routes
+            && shadow_revision == status.shadow_revision;
+        if !unchanged {
+            // Compiled only once it is sure to serve: an unchanged candidate is dropped.
+            self.live
+                .store(ready_to_serve(snapshot, Some(&previous), &candidate));
+            status.loaded_at_unix = crate::clock::unix_now();
+        }
+        status.revision = revision.clone();
+        status.shadow_revision = shadow_revision;
+        status.last_shadow_error = shadow_error.map(|e| {
+            tracing::error!(error = %e, "shadow policy set refused; the previous shadow set stays");
+            e.to_string()
+        });
+        self.metrics
+            .set_revisions(&status.revision, status.shadow_revision.as_deref());
+        self.metrics
+            .reloads
+            .with_label_values(&[if unchanged { "unchanged" } else { "ok" }])
+            .inc();
+        *running = Config {
+            routes: candidate.routes,
+            policy: candidate.policy,
+            shadow: candidate.shadow,
+            ..running.clone()
+        };
+        Ok(revision)
+    }
+}
+
+/// Logs the sections of `candidate` that differ from `running` but only apply on restart.
+fn warn_about_restart_only_changes(candidate: &Config, running: &Config) {
+    for (what, changed) in [
+        ("listeners", candidate.listeners != running.listeners),
+        ("admin", candidate.admin != running.admin),
+        ("identity", candidate.identity != running.identity),
+        ("server", candidate.server != running.server),
+        ("token_cache", candidate.token_cache != running.token_cache),
+        ("log", candidate.log != running.log),
+        ("reload", candidate.reload != running.reload),
+    ] {
+        if changed {
+            tracing::warn!(section = what, "configuration changed; restart agentgate (or upgrade with SIGQUIT + --upgrade) to apply it");
+        }
+    }
+}
