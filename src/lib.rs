@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod dev;
 pub mod directory;
 pub mod entra;

@@ -1,7 +1,7 @@
 //! Routing: host and longest path prefix to a route, its upstreams and what it accepts.
 //!
-//! The table is part of every [`crate::snapshot::Snapshot`], built by the same reload that
-//! builds the policy set, so a request is routed and decided by one set.
+//! The table is part of every snapshot, built by the same reload that builds the policy
+//! set, so a request is routed and decided by one set.
 
 use crate::config::RouteConfig;
 use crate::policy::input::RouteInput;

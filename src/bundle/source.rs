@@ -143,7 +143,7 @@ impl BundleSource {
     pub fn new(config: &BundleConfig) -> Result<Self, SetupError> {
         let verification = verification(config.signing.as_ref())?;
         // rustls picks no provider by itself when two are compiled in (aws-lc-rs, ring).
-        crate::tls::install_default_provider();
+        crate::crypto::install_default_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

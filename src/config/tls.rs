@@ -1,7 +1,7 @@
 //! TLS settings of listeners and upstreams: shapes and their validation.
 //!
 //! Only the shape is checked here (paths resolved, contradictions refused); the files are
-//! read and their contents checked by [`crate::tls`] when the gateway starts or reloads.
+//! read and their contents checked by the TLS module when the gateway starts or reloads.
 
 use super::raw::{ClientAuth, RawListener, RawUpstreamTls};
 use super::socket;

@@ -1,6 +1,5 @@
 //! The agent directory: blueprints, agent identities and agent users, as the operator keeps
-//! them in `policies/data/directory.json` or as read from Microsoft Graph (see
-//! `crate::graph`).
+//! them in `policies/data/directory.json` or as read from Microsoft Graph.
 //!
 //! The file is validated into typed entries (every problem reported with its JSON path), and
 //! the same document is handed to Rego as `data.directory`. Lookups are by id, so the request

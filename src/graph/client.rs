@@ -207,7 +207,7 @@ impl GraphClient {
     pub fn new(config: &GraphConfig) -> Result<Self, GraphError> {
         let credential = ClientCredential::load(&config.credential)?;
         // rustls picks no provider by itself when two are compiled in (aws-lc-rs, ring).
-        crate::tls::install_default_provider();
+        crate::crypto::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none());

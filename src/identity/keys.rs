@@ -102,7 +102,7 @@ impl KeyStore {
     /// Builds the store for the configured tenants; nothing is fetched yet.
     pub fn new(cfg: &IdentityConfig) -> Result<Self, KeyStoreError> {
         // rustls picks no provider by itself when two are compiled in (aws-lc-rs, ring).
-        crate::tls::install_default_provider();
+        crate::crypto::install_default_provider();
         let mut client = reqwest::Client::builder()
             .connect_timeout(cfg.fetch_timeout)
             .timeout(cfg.fetch_timeout)

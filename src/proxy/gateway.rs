@@ -5,16 +5,16 @@
 //! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
 //! headers; `fail_to_proxy` maps upstream failures; `logging` records the request once.
 
+use super::context::RequestCtx;
 use super::decision_id::DecisionIds;
 use super::headers::{add_identity_headers, strip_inbound_headers};
 use super::record;
 use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure};
-use crate::authorize::{Authenticated, Authorizer, ShadowVerdict, Verdict};
-use crate::outcome::{Outcome, Refusal, RequestError, UpstreamFailure};
+use crate::authorize::{Authorizer, Verdict};
+use crate::outcome::{Outcome, Refusal, RequestError};
 use crate::policy::input::RequestFacts;
 use crate::request::framing::check_request;
-use crate::routes::Route;
-use crate::snapshot::{Live, Snapshot};
+use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -49,45 +49,6 @@ impl RequestLimits {
             max_uri_bytes: server.max_uri_bytes,
             max_requests_per_connection: server.max_requests_per_connection,
         }
-    }
-}
-
-/// Per-request facts carried between phases.
-pub struct RequestCtx {
-    pub(super) started: Instant,
-    pub(super) decision_id: String,
-    /// The snapshot this request is routed and decided by, loaded once when it starts.
-    pub(super) snapshot: Arc<Snapshot>,
-    pub(super) route: Option<Arc<Route>>,
-    pub(super) caller: Option<Arc<Authenticated>>,
-    /// What the gateway decided, once it has.
-    pub(super) outcome: Option<Outcome>,
-    /// Why an allowed request got no answer from its upstream.
-    pub(super) upstream_failure: Option<UpstreamFailure>,
-    /// When the request left for the upstream.
-    pub(super) forwarded_at: Option<Instant>,
-    tries: usize,
-    /// The shadow verdict and whether it differs from the enforced one.
-    pub(super) shadow: Option<(ShadowVerdict, bool)>,
-    /// This request's position on its connection (1 for the first).
-    nth_on_connection: u32,
-    /// The origin-form target and host to send upstream instead of the ones received: set
-    /// when the path was normalised or the target came in absolute form.
-    upstream_target: Option<(String, String)>,
-}
-
-impl RequestCtx {
-    /// The reason code the request ends with: the upstream failure's, else the outcome's.
-    pub(super) fn reason(&self) -> &str {
-        match (&self.upstream_failure, &self.outcome) {
-            (Some(f), _) => f.reason(),
-            (None, Some(o)) => o.reason(),
-            (None, None) => "",
-        }
-    }
-
-    pub(super) fn allowed(&self) -> bool {
-        matches!(self.outcome, Some(Outcome::Allowed(_)))
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admission;
+mod context;
 pub mod deadline;
 pub mod decision_id;
 pub mod gateway;
@@ -119,7 +120,7 @@ impl BackgroundService for KeyRefresh {
 /// Starts the gateway with `parts` and serves until shutdown; never returns on success.
 pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
     // Before pingora builds its upstream connector, which would install its own default.
-    crate::tls::install_default_provider();
+    crate::crypto::install_default_provider();
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         parts.live.clone(),
@@ -164,7 +165,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             ids,
         },
     );
-    let tls = crate::tls::listener::load_all(&config.listeners, &parts.metrics)?;
+    let (tls, tls_metrics) = crate::tls::listener::load_all(&config.listeners)?;
+    for c in tls_metrics.collectors() {
+        parts.metrics.register(c)?;
+    }
     for l in &config.listeners {
         match tls.iter().find(|t| t.address() == l.address) {
             Some(t) => proxy.add_tls_with_settings(&l.address.to_string(), None, t.settings()?),

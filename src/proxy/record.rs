@@ -1,7 +1,7 @@
 //! Recording a request once it is done: its metrics and its decision log line, both derived
 //! from the request's outcome. Labels come only from closed sets.
 
-use super::gateway::RequestCtx;
+use super::context::RequestCtx;
 use crate::authorize::Verdict;
 use crate::outcome::Outcome;
 use crate::policy::PolicySnapshot;

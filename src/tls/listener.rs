@@ -333,23 +333,18 @@ fn client_verifier(
     })
 }
 
-/// Loads the TLS of every listener that has it and registers the TLS metrics with
-/// `metrics`.
+/// Loads the TLS of every listener that has it, with the metrics they report to (the caller
+/// registers their collectors).
 pub fn load_all(
     listeners: &[ListenerConfig],
-    metrics: &crate::telemetry::Metrics,
-) -> Result<Vec<Arc<ListenerTls>>, TlsError> {
+) -> Result<(Vec<Arc<ListenerTls>>, TlsMetrics), TlsError> {
     let tls_metrics = TlsMetrics::new().map_err(|e| TlsError::Settings(e.to_string()))?;
-    for c in tls_metrics.collectors() {
-        metrics
-            .register(c)
-            .map_err(|e| TlsError::Settings(e.to_string()))?;
-    }
-    listeners
+    let loaded = listeners
         .iter()
         .filter_map(|l| Some((l.address, l.tls.as_ref()?)))
         .map(|(address, tls)| ListenerTls::load(address, tls, &tls_metrics).map(Arc::new))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((loaded, tls_metrics))
 }
 
 /// Polls every TLS listener's certificate files (a pingora background service).

@@ -18,14 +18,13 @@ pub mod material;
 pub mod resolver;
 pub mod upstream;
 
+pub use crate::crypto::{install_default_provider, provider};
 pub use client_cert::{client_certificate, ClientCertificate, SubjectAltNames};
 pub use listener::{CertificateReloader, ListenerTls, TlsMetrics, LISTENER_ALPN};
 pub use material::PairError;
 pub use upstream::{is_upstream_tls_error, upstream_peer, UpstreamTls};
 
-use rustls::crypto::CryptoProvider;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +46,4 @@ pub enum TlsError {
     Upstream { route: String, source: PairError },
     #[error("TLS settings: {0}")]
     Settings(String),
-}
-
-/// The crypto provider of every TLS configuration agentgate builds.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Makes [`provider`] the process-wide default before pingora installs its own (it only
-/// installs one when none is set). Idempotent.
-pub fn install_default_provider() {
-    // Err: one is installed already, by an earlier call (or pingora's ring, which works
-    // the same way).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
