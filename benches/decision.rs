@@ -7,6 +7,9 @@
 //! Full run: `cargo bench --bench decision`. Smoke: `cargo bench --bench decision -- --quick`.
 //! Keys are fetched once at setup from a dev issuer on loopback, as the gateway would.
 
+// Tests and tools may lock and read the clock as they like: the rules are for the gateway.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use agentgate::authorize::Authorizer;
 use agentgate::config::Config;
 use agentgate::dev::servers::{serve_issuer, IssuerState};

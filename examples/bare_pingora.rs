@@ -4,6 +4,9 @@
 //!
 //! Usage: cargo run --release --example bare_pingora -- LISTEN_ADDR UPSTREAM_ADDR [THREADS]
 
+// Tests and tools may lock and read the clock as they like: the rules are for the gateway.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;

@@ -12,6 +12,9 @@
 //! and never appear in a log line, an error or the status: the URL shown is the configured
 //! one without its query string, and HTTP errors are reported without their URL.
 
+// Off the request path: the poller's own bookkeeping.
+#![allow(clippy::disallowed_types)]
+
 use super::{load_bundle, BundleError, BundleLimits, LoadedBundle, Verification, VerificationKey};
 use crate::config::{BundleConfig, BundleCredential, BundleLocation, BundleSigning, SecretSource};
 use arc_swap::ArcSwap;

@@ -1,6 +1,9 @@
 //! The command line: `serve` (the default), `demo`, `check`, `eval`, `test`, `bundle`,
 //! `directory`, `token`, `completions`.
 
+// The command line: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod bundle_cmd;
 mod directory;
 mod eval;

@@ -1,5 +1,8 @@
 //! The offline demo: starts the dev issuer and sample API, then prints ready-to-paste calls.
 
+// The demo prints what to paste.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use super::servers::{serve_issuer, serve_sample_api, IssuerState};
 use super::{SigningIdentity, TokenSpec};
 use crate::config::{Config, DevConfig};

@@ -6,6 +6,9 @@
 //! are kept here; the consumer is told through a callback whenever the directory it should
 //! serve changes.
 
+// Off the request path: the sync driver's own state.
+#![allow(clippy::disallowed_types)]
+
 use super::client::{Deadline, GraphClient};
 use super::error::GraphError;
 use super::mapping::ObjectCounts;

@@ -4,16 +4,20 @@
 //! and blueprint ids; without sharing, every cached token holds its own copy of each (about
 //! half a kilobyte). The pool hands out one `Arc<str>` per distinct string. It is used only
 //! when a verified token enters the cache (after an RS256 verification), never on a cache
-//! hit, and it stops growing at its capacity, after which strings are kept as they are.
+//! hit, and it stops growing at its capacity, after which strings are kept as they are. It
+//! is sharded (dashmap): no lock is shared by every worker.
 
 use super::VerifiedToken;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use dashmap::DashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// A bounded set of shared strings.
 #[derive(Debug)]
 pub struct StringPool {
-    strings: Mutex<HashSet<Arc<str>>>,
+    strings: DashSet<Arc<str>>,
+    /// Strings pooled so far (the set's own length sums every shard).
+    pooled: AtomicUsize,
     capacity: usize,
 }
 
@@ -21,19 +25,19 @@ impl StringPool {
     /// A pool that holds at most `capacity` distinct strings.
     pub fn new(capacity: usize) -> Self {
         Self {
-            strings: Mutex::new(HashSet::new()),
+            strings: DashSet::new(),
+            pooled: AtomicUsize::new(0),
             capacity,
         }
     }
 
     /// The pooled copy of `s` (pooling it if there is room), else `s` itself.
     pub fn share(&self, s: &Arc<str>) -> Arc<str> {
-        let mut strings = self.strings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = strings.get(s) {
-            return shared.clone();
+        if let Some(shared) = self.strings.get(s) {
+            return shared.key().clone();
         }
-        if strings.len() < self.capacity {
-            strings.insert(s.clone());
+        if self.pooled.load(Ordering::Relaxed) < self.capacity && self.strings.insert(s.clone()) {
+            self.pooled.fetch_add(1, Ordering::Relaxed);
         }
         s.clone()
     }

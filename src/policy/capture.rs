@@ -8,6 +8,9 @@
 //! the policy sees is recorded as it is used. The positions come from regorus's own parser
 //! (the `with` modifiers of the syntax tree), not from pattern matching on the text.
 
+// Off the request path: inputs recorded while a set's tests run.
+#![allow(clippy::disallowed_types)]
+
 use super::files::SourceFile;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};

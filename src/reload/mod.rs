@@ -8,6 +8,9 @@
 //! ([`watch`]): a file watcher (debounced), SIGHUP, and `POST /reload` on the admin
 //! listener. Nothing here is reachable from the request path except through [`Live`].
 
+// Off the request path: the lock serialises reloads.
+#![allow(clippy::disallowed_types)]
+
 mod watch;
 
 pub use watch::ReloadTriggers;

@@ -10,6 +10,9 @@
 //! A pair that fails the check is refused, logged and counted, and the previous
 //! certificate keeps serving; the same refused contents are not counted again.
 
+// Off the request path: certificate reload bookkeeping; handshakes read the resolver's ArcSwap.
+#![allow(clippy::disallowed_types)]
+
 use super::client_cert::CaptureClientCertificate;
 use super::material::{self, LoadedCertificate, PairBytes, PairError};
 use super::resolver::{CertTable, NamedCertificate, SniResolver};

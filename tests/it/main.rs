@@ -2,6 +2,9 @@
 //! (OIDC discovery + JWKS) and an echo upstream. Every test starts its own gateway on fresh
 //! ports, so tests run in parallel.
 
+// Tests and tools may lock and read the clock as they like: the rules are for the gateway.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod support;
 
 mod attacks;
