@@ -5,13 +5,16 @@
 //! Usage:
 //!   cargo run --release --example fake_graph -- --blueprints 1000 --agents-per-blueprint 100
 //!
-//! Prints `listening http://ADDR` once it accepts connections, then serves until killed.
+//! Serves HTTPS with a certificate from a CA it makes at start and writes to `--ca-out`
+//! (agentgate reaches Graph over https:// only: point `directory.graph.ca_file` at it).
+//! Prints `listening https://ADDR` once it accepts connections, then serves until killed.
 //! The token endpoint accepts `--client-id` with the secret in `--secret-file`.
 
 // Tests and tools may lock and read the clock as they like: the rules are for the gateway.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use agentgate::dev::graph::{serve_graph, FakeCredentials, FakeTenant, GraphState, Synthetic};
+use agentgate::dev::graph::{serve_graph_tls, FakeCredentials, FakeTenant, GraphState, Synthetic};
+use agentgate::dev::tls::TestCa;
 use clap::Parser;
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +31,9 @@ struct Args {
     /// File holding the client secret the token endpoint accepts.
     #[arg(long)]
     secret_file: PathBuf,
+    /// Where to write the PEM of the CA that issued the served certificate.
+    #[arg(long)]
+    ca_out: PathBuf,
     #[arg(long, default_value_t = 1000)]
     blueprints: usize,
     #[arg(long, default_value_t = 100)]
@@ -52,6 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+        let ca = TestCa::named("fake Graph CA")?;
+        std::fs::write(&args.ca_out, &ca.cert_pem)?;
+        let tls = ca.issue(&["127.0.0.1", "localhost"])?.server_config(None)?;
         let tenant = FakeTenant {
             synthetic: Some(Synthetic {
                 blueprints: args.blueprints,
@@ -72,9 +81,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tenant,
         )?;
         state.set_page_size(args.page_size);
-        println!("listening http://{}", state.addr);
+        println!("listening https://{}", state.addr);
         std::io::stdout().flush()?;
-        serve_graph(listener, state).await?;
+        serve_graph_tls(listener, tls, state).await?;
         Ok(())
     })
 }
