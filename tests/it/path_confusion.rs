@@ -137,6 +137,13 @@ const SHAPES: &[(&str, &str, Expect)] = &[
     ("double", "/orders/%252f", Refused(400, "invalid_path")),
     ("double", "/orders/%25u002e", Refused(400, "invalid_path")),
     ("double", "/orders/%2500", Refused(400, "invalid_path")),
+    // The escape after `%25` itself escaped: `%25%32%65` is `%252e` once `2` and `e` decode.
+    (
+        "double",
+        "/orders/%25%32%65%25%32%65/admin",
+        Refused(400, "invalid_path"),
+    ),
+    ("double", "/orders/%25%75002e", Refused(400, "invalid_path")),
     ("double", "/orders/50%25off", Forwarded("/orders/50%25off")),
     // Malformed escapes.
     ("escape", "/orders/%", Refused(400, "invalid_path")),
