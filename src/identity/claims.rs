@@ -164,7 +164,8 @@ mod tests {
 }
 
 /// Parses a JOSE header or a claims set, which must be a JSON object (RFC 7515 §4, RFC 7519
-/// §7.2): serde's derived structs would also read a JSON array, positionally.
+/// §7.2): serde's derived structs would also read a JSON array, positionally. The whole text
+/// must be UTF-8 (RFC 8259 §8.1), members the structs skip included.
 pub(crate) fn from_json_object<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
 ) -> Result<T, super::TokenError> {
@@ -172,7 +173,8 @@ pub(crate) fn from_json_object<T: for<'de> Deserialize<'de>>(
     if first != Some(&b'{') {
         return Err(super::TokenError::Malformed);
     }
-    serde_json::from_slice(bytes).map_err(|_| super::TokenError::Malformed)
+    let text = std::str::from_utf8(bytes).map_err(|_| super::TokenError::Malformed)?;
+    serde_json::from_str(text).map_err(|_| super::TokenError::Malformed)
 }
 
 #[cfg(test)]
@@ -189,6 +191,7 @@ mod object_tests {
             b" ",
             b"\"RS256\"",
             b"[]",
+            b"{\"alg\":\"RS256\",\"x\":\"\xff\"}",
         ] {
             assert!(from_json_object::<Header>(bad).is_err(), "{bad:?}");
             assert!(from_json_object::<Claims>(bad).is_err(), "{bad:?}");

@@ -41,12 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(caller) = classify_unverified(data) else {
         return;
     };
-    // Known gap: serde's derived Deserialize also takes a JSON array as the claims in
-    // declaration order, so the parser classifies `["", "", "tenant", ...]`, where RFC 7519
-    // requires an object. Until the parser refuses arrays, only objects are checked.
-    if data.trim_ascii_start().first() != Some(&b'{') {
-        return;
-    }
+    assert_eq!(
+        data.trim_ascii_start().first(),
+        Some(&b'{'),
+        "classified claims that are not a JSON object"
+    );
+    std::str::from_utf8(data).expect("classified claims that are not UTF-8");
     let claims: Named = serde_json::from_slice(data).expect("classified ill-typed claims");
     assert_eq!(Some(&*caller.tenant), claims.tid.as_deref());
     let actor = if claims.ver.as_deref() == Some("1.0") {

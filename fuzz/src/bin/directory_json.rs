@@ -1,9 +1,10 @@
 //! `Directory::parse` on arbitrary text: the operator's directory file.
 //!
-//! An accepted directory must be consistent: every id a lower-case GUID, every agent's
-//! blueprint listed, every agent user's parent agent listed and pointing back when the agent
-//! names its agent user. Written back out as JSON, it must parse again to the same entries.
-//! A refusal must say why.
+//! An accepted directory must be consistent: every id a lower-case GUID, and an agent that
+//! names its agent user must find it listed with itself as the parent. (An agent's blueprint
+//! and an agent user's parent need not be listed: Entra keeps such orphans, and the gateway
+//! refuses them as `unknown_blueprint`.) Written back out as JSON, it must parse again to
+//! the same entries. A refusal must say why.
 
 #![no_main]
 
@@ -45,7 +46,6 @@ fuzz_target!(|data: &[u8]| {
     for (id, agent) in &directory.agents {
         assert!(lower_guid(id) && lower_guid(&agent.blueprint));
         assert!(agent.sponsors.iter().all(|s| lower_guid(&s.id)));
-        assert!(directory.blueprints.contains_key(&agent.blueprint));
         if let Some(user) = &agent.agent_user {
             let parent = directory.agent_users.get(user).map(|u| &u.parent_agent);
             assert_eq!(
@@ -57,7 +57,6 @@ fuzz_target!(|data: &[u8]| {
     }
     for (id, user) in &directory.agent_users {
         assert!(lower_guid(id) && lower_guid(&user.parent_agent));
-        assert!(directory.agents.contains_key(&user.parent_agent));
     }
 
     let json = written_out(&directory);
