@@ -55,14 +55,23 @@ impl HeaderScan {
     /// Advances over `bytes`; returns the number of bytes up to and including the blank line
     /// that ends the header block, or `None` while the block continues.
     pub fn advance(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, b) in bytes.iter().enumerate() {
-            *self = match (*self, *b) {
+        let mut i = 0;
+        while i < bytes.len() {
+            if *self == Self::InLine {
+                // Nothing inside a line matters but its end: skip to it.
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(at) => i += at,
+                    None => return None,
+                }
+            }
+            *self = match (*self, bytes[i]) {
                 (Self::Leading, b'\r' | b'\n') => Self::Leading,
                 (Self::LineStart, b'\n') | (Self::LineStartCr, b'\n') => return Some(i + 1),
                 (Self::LineStart, b'\r') => Self::LineStartCr,
                 (_, b'\n') => Self::LineStart,
                 _ => Self::InLine,
             };
+            i += 1;
         }
         None
     }
@@ -72,7 +81,10 @@ impl HeaderScan {
 pub struct HeaderDeadline {
     inner: Stream,
     deadline: Duration,
+    /// Allocated at the first header read and re-armed with `reset` for every later request.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `timer` runs for the header block being read now.
+    armed: bool,
     phase: Phase,
 }
 
@@ -90,6 +102,7 @@ impl HeaderDeadline {
             inner,
             deadline,
             timer: None,
+            armed: false,
             phase: Phase::Header(HeaderScan::Leading),
         }
     }
@@ -102,7 +115,7 @@ impl HeaderDeadline {
         };
         self.phase = match scan.advance(bytes) {
             Some(_) => {
-                self.timer = None;
+                self.armed = false;
                 Phase::Request
             }
             None => Phase::Header(scan),
@@ -122,9 +135,15 @@ impl AsyncRead for HeaderDeadline {
         }
         if let Phase::Header(_) = this.phase {
             let deadline = this.deadline;
-            let timer = this
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+            let timer = match (&mut this.timer, this.armed) {
+                (Some(timer), true) => timer,
+                (Some(timer), false) => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + deadline);
+                    timer
+                }
+                (timer @ None, _) => timer.insert(Box::pin(tokio::time::sleep(deadline))),
+            };
+            this.armed = true;
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -288,6 +307,35 @@ mod tests {
             );
             let done = end_of_header(&[leading, b"GET / HTTP/1.1\r\n", b"X-A: 1\r\n\r\n"]);
             assert_eq!(done, Some(leading.len() + 26), "{leading:?}");
+        }
+    }
+
+    /// The end of the header block by its definition: after any empty lines, the first `\n`
+    /// that follows a line ending (`\n` or `\n\r`).
+    fn end_of_header_by_definition(bytes: &[u8]) -> Option<usize> {
+        let start = bytes.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+        (start + 1..bytes.len())
+            .find(|&i| {
+                bytes[i] == b'\n'
+                    && (bytes[i - 1] == b'\n' || (bytes[i - 1] == b'\r' && bytes[i - 2] == b'\n'))
+            })
+            .map(|i| i + 1)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_to_line_ends_finds_the_same_end(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'\r', b'\n', b'a', b':', b' ']), 0..64),
+            split in 0usize..64,
+        ) {
+            let split = split.min(bytes.len());
+            let expected = end_of_header_by_definition(&bytes);
+            proptest::prop_assert_eq!(end_of_header(&[&bytes]), expected);
+            proptest::prop_assert_eq!(
+                end_of_header(&[&bytes[..split], &bytes[split..]]),
+                expected
+            );
         }
     }
 

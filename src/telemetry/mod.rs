@@ -36,6 +36,7 @@ pub fn init_logging() {
     use tracing_subscriber::Layer;
     let requested = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let most_verbose = requested.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let clamp = CLAMPED_TARGETS.iter().fold(
         Targets::new().with_default(LevelFilter::TRACE),
         |t, target| t.with_target(*target, LevelFilter::INFO),
@@ -45,4 +46,21 @@ pub fn init_logging() {
         .with_filter(requested)
         .with_filter(clamp);
     let _ = tracing_subscriber::registry().with(layer).try_init();
+    // try_init forwards the `log` crate's records (pingora logs through it) into tracing at
+    // every level; a record more verbose than any filter passes would be built, forwarded
+    // and dropped on every request. The `log` macros skip it themselves below this level.
+    log::set_max_level(log_level(most_verbose));
+}
+
+/// The `log` crate's level for a tracing level filter.
+fn log_level(filter: tracing_subscriber::filter::LevelFilter) -> log::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match filter {
+        LevelFilter::OFF => log::LevelFilter::Off,
+        LevelFilter::ERROR => log::LevelFilter::Error,
+        LevelFilter::WARN => log::LevelFilter::Warn,
+        LevelFilter::INFO => log::LevelFilter::Info,
+        LevelFilter::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
