@@ -16,25 +16,15 @@ package agentgate
 normal_path(path) if {
 	is_string(path)
 	startswith(path, "/")
-	not contains(concat("", [path, "/"]), "/./")
-	not contains(concat("", [path, "/"]), "/../")
 	not contains(path, "//")
-	not contains(path, "\\")
-	not contains(path, ";")
-	not encoded_dot_or_separator(lower(path))
+	not contains_any(concat("", [lower(path), "/"]), {"/./", "/../", "\\", ";", "%2e", "%2f", "%5c", "%252e", "%252f", "%255c"})
 }
 
-encoded_dot_or_separator(path) if contains(path, "%2e")
-
-encoded_dot_or_separator(path) if contains(path, "%2f")
-
-encoded_dot_or_separator(path) if contains(path, "%5c")
-
-encoded_dot_or_separator(path) if contains(path, "%252e")
-
-encoded_dot_or_separator(path) if contains(path, "%252f")
-
-encoded_dot_or_separator(path) if contains(path, "%255c")
+# Whether s contains any of parts.
+contains_any(s, parts) if {
+	some part in parts
+	contains(s, part)
+}
 
 # Steps 8-9 for agents. path is the request path plus "/"; field is "roles"
 # for app-only tokens and "scopes" for delegated ones; revoked lists the
@@ -75,9 +65,12 @@ any_rule_matches(rules, method, path) if {
 # path carries a trailing "/", so one startswith covers "equal to p" and
 # "under p/"; the last line keeps "/docs/" from matching "/docs".
 rule_matches(rule, method, path) if {
-	some allowed_method in rule.methods
-	allowed_method in {"*", method}
+	method_listed(rule.methods, method)
 	some prefix in rule.path_prefixes
 	startswith(path, concat("", [trim_suffix(prefix, "/"), "/"]))
 	path != prefix
 }
+
+method_listed(methods, method) if method in methods
+
+method_listed(methods, _) if "*" in methods

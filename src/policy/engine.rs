@@ -25,8 +25,10 @@ use std::time::Duration;
 /// The rule every policy set must define.
 pub const ENTRYPOINT: &str = "data.agentgate.decision";
 
-/// Work units between clock reads; small enough to stop a runaway policy promptly.
-const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::new(16).unwrap();
+/// Work units (compiled: instructions) between clock reads: a few microseconds of work, so
+/// a runaway policy still stops promptly, while a decision of a few hundred instructions
+/// reads the clock only a few times.
+const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::new(256).unwrap();
 
 /// The time limit of one evaluation.
 fn timer(limit: Duration) -> ExecutionTimerConfig {

@@ -38,7 +38,7 @@ pub fn request_host<'a>(
     match (hosts.next(), hosts.next()) {
         (Some(h), None) => {
             let text = h.to_str().map_err(|_| HostError::Invalid)?;
-            if text.parse::<http::uri::Authority>().is_err() || text.contains('@') {
+            if !is_host_and_port(text) {
                 return Err(HostError::Invalid);
             }
             canonical(text)
@@ -66,10 +66,47 @@ fn absolute_form_authority(raw: &[u8]) -> Result<Option<&str>, HostError> {
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let authority = std::str::from_utf8(&rest[..end]).map_err(|_| HostError::Invalid)?;
-    if authority.parse::<http::uri::Authority>().is_err() {
+    if !is_host_and_port(authority) {
         return Err(HostError::Invalid);
     }
     Ok(Some(authority))
+}
+
+/// True when `s` is `host[:port]`: a registered name or IP literal (RFC 3986 §3.2.2) and an
+/// optional decimal port; no user information. Checked in place, without allocating.
+fn is_host_and_port(s: &str) -> bool {
+    let (name, port) = split_port(s);
+    let name_ok = match name.strip_prefix('[') {
+        Some(literal) => literal
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(
+                            b,
+                            b'-' | b'.'
+                                | b'_'
+                                | b'~'
+                                | b'%'
+                                | b'!'
+                                | b'$'
+                                | b'&'
+                                | b'\''
+                                | b'('
+                                | b')'
+                                | b'*'
+                                | b'+'
+                                | b','
+                                | b';'
+                                | b'='
+                        )
+                })
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    name_ok && port_ok
 }
 
 /// Lower-cases `host[:port]` and drops a trailing dot from the name.
@@ -185,6 +222,9 @@ mod tests {
             Err(HostError::Invalid)
         );
         assert_eq!(host("/x", &["a b"], v11), Err(HostError::Invalid));
+        assert_eq!(host("/x", &["a.example:80x"], v11), Err(HostError::Invalid));
+        assert_eq!(host("/x", &["[::1"], v11), Err(HostError::Invalid));
+        assert_eq!(host("/x", &["a/b"], v11), Err(HostError::Invalid));
         assert_eq!(host("/x", &["a.example.."], v11), Err(HostError::Invalid));
         assert_eq!(host("/x", &["."], v11), Err(HostError::Invalid));
     }
