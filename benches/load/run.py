@@ -11,6 +11,12 @@ in full runs, latency at a fixed 1,000 req/s with oha's coordinated-omission cor
 Full runs then check memory: RSS once 100k distinct tokens are cached, and RSS sampled over a
 soak at about half the cached-token throughput, cycling over the same tokens.
 Output: results.json and results.md in --out (default target/load).
+
+Before and after a change: `--compare before=PATH/TO/OLD/agentgate` (repeatable) adds that
+binary's cached-token row to the same interleaved run, with the same configuration, and
+`--focus cached` keeps only bare pingora and the cached-token rows. Outside smoke runs each
+agentgate is warmed past its first 12,000 requests first, so the compiled policy engine's
+early cross-checks (every allowed decision of the first 10,000) do not count.
 """
 
 import argparse
@@ -35,6 +41,7 @@ TENANT = "aaaaaaaa-1111-1111-1111-000000000001"
 AUD = "api://bbbbbbbb-2222-2222-2222-000000000001"
 SUT_CPU, LOAD_CPU = "0", "1"
 UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED = 19001, 19002, 19003, 19004, 19005, 19006
+COMPARE_BASE = 19010
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -164,7 +171,41 @@ def write(path, text):
         f.write(text)
 
 
-def start_all(tmp, logs):
+def agentgate_config(tmp, name, port, cache):
+    write(f"{tmp}/{name}.toml", f"""
+[server]
+threads = 1
+pid_file = "{tmp}/{name}.pid"
+upgrade_sock = "{tmp}/{name}.sock"
+[[listeners]]
+address = "127.0.0.1:{port}"
+[admin]
+address = "127.0.0.1:{port + 100}"
+[identity]
+[[identity.tenants]]
+id = "{TENANT}"
+jwks_file = "{tmp}/jwks.json"
+[token_cache]
+enabled = {cache}
+[policy]
+dir = "{ROOT}/policies"
+# The budget is wall-clock time: on a shared benchmark host a preempted evaluation would
+# otherwise count as a policy_error. Production keeps the 5 ms default.
+timeout = "25ms"
+[log]
+allow_sample_rate = 0.0
+[reload]
+watch = false
+[[routes]]
+id = "orders"
+path_prefix = "/orders"
+upstreams = ["127.0.0.1:{UPSTREAM}"]
+audiences = ["{AUD}"]
+""")
+    return f"{tmp}/{name}.toml"
+
+
+def start_all(tmp, logs, compare):
     procs = {}
     write(f"{tmp}/upstream.conf", f"""
 worker_processes 1; daemon off; pid {tmp}/upstream.pid; error_log {tmp}/upstream.err;
@@ -202,40 +243,15 @@ backend be
     procs["haproxy"] = pinned(SUT_CPU, ["haproxy", "-f", f"{tmp}/haproxy.cfg"], logs)
     write(f"{tmp}/jwks.json", json.dumps(jwks_for_key(KEY)))
     for name, port, cache in [("agentgate", AG_CACHED, "true"), ("agentgate-uncached", AG_UNCACHED, "false")]:
-        write(f"{tmp}/{name}.toml", f"""
-[server]
-threads = 1
-pid_file = "{tmp}/{name}.pid"
-upgrade_sock = "{tmp}/{name}.sock"
-[[listeners]]
-address = "127.0.0.1:{port}"
-[admin]
-address = "127.0.0.1:{port + 100}"
-[identity]
-[[identity.tenants]]
-id = "{TENANT}"
-jwks_file = "{tmp}/jwks.json"
-[token_cache]
-enabled = {cache}
-[policy]
-dir = "{ROOT}/policies"
-# The budget is wall-clock time: on a shared benchmark host a preempted evaluation would
-# otherwise count as a policy_error. Production keeps the 5 ms default.
-timeout = "25ms"
-[log]
-allow_sample_rate = 0.0
-[reload]
-watch = false
-[[routes]]
-id = "orders"
-path_prefix = "/orders"
-upstreams = ["127.0.0.1:{UPSTREAM}"]
-audiences = ["{AUD}"]
-""")
-        procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", f"{tmp}/{name}.toml"], logs)
-    for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED]:
+        config = agentgate_config(tmp, name, port, cache)
+        procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", config], logs)
+    for i, (label, binary) in enumerate(compare):
+        port = COMPARE_BASE + i
+        config = agentgate_config(tmp, f"compare-{i}", port, "true")
+        procs[f"compare-{i}"] = pinned(SUT_CPU, [binary, "serve", "--config", config], logs)
+    for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED] + compare_ports(compare):
         wait_port(port)
-    for port in [AG_CACHED, AG_UNCACHED]:
+    for port in [AG_CACHED, AG_UNCACHED] + compare_ports(compare):
         wait_compiled_engine(port + 100)
     return procs
 
@@ -251,6 +267,24 @@ def wait_compiled_engine(admin_port, deadline=30):
             return
         time.sleep(0.05)
     raise SystemExit(f"agentgate on admin port {admin_port}: policy engine is {state!r}, not 'compiled', after {deadline}s")
+
+
+def warm_up(ports, bearer, seconds=2):
+    """Runs each agentgate past its early cross-checks, which check every one of the first
+    10,000 compiled decisions against the interpreter: rounds measure the steady state."""
+    for port in ports:
+        total = 0
+        for _ in range(10):
+            requests, _, non2xx, _ = wrk(port, 16, seconds, bearer)
+            if non2xx:
+                raise SystemExit(f"warm-up on port {port}: {non2xx} of {requests} responses not 2xx")
+            total += requests
+            if total > 12_000:
+                break
+
+
+def compare_ports(compare):
+    return [COMPARE_BASE + i for i in range(len(compare))]
 
 
 def wrk(port, conns, seconds, header=None, script=None):
@@ -287,14 +321,19 @@ def main():
                     help="distinct cached tokens for the memory check (0: skip; full runs only)")
     ap.add_argument("--soak-minutes", type=int, default=10, help="after the memory check, RSS over this long at --soak-rate (0: skip)")
     ap.add_argument("--soak-rate", type=int, default=6000, help="requests per second in the soak (about half the cached-token throughput)")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=BINARY",
+                    help="also run this agentgate binary with a cached token, interleaved with the rest (e.g. an earlier build)")
+    ap.add_argument("--focus", choices=["all", "cached"], default="all",
+                    help="cached: only bare pingora, agentgate with a cached token and the --compare binaries")
     args = ap.parse_args()
+    compare = [tuple(c.split("=", 1)) for c in args.compare]
     if args.smoke:
         args.rounds, args.duration = 1, 1
     conn_counts = [16] if args.smoke else [16, 64]
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="agentgate-load-")
     logs = open(f"{tmp}/servers.log", "w")
-    procs = start_all(tmp, logs)
+    procs = start_all(tmp, logs, compare)
     try:
         token = mint(f"{tmp}/agentgate.toml")
         bearer = f"Authorization: Bearer {token}"
@@ -319,8 +358,15 @@ end
             ("agentgate deny: no token", AG_CACHED, "agentgate", None, None, False),
             ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False),
             ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False),
-        ]
+        ] + [(f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True)
+             for i, (label, _) in enumerate(compare)]
+        if args.focus == "cached":
+            keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token"}
+            configs = [c for c in configs if c[0] in keep or c[0].startswith("agentgate cached token [")]
         results = {name: {} for name, *_ in configs}
+        if not args.smoke:
+            warm_up([port for _, port, _, header, _, want_2xx in configs
+                     if want_2xx and port in {AG_CACHED, AG_UNCACHED} | set(compare_ports(compare))], bearer)
         for rnd in range(args.rounds):
             for name, port, proc, header, script, want_2xx in configs:
                 pids = family(procs[proc].pid)
