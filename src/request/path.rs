@@ -273,7 +273,10 @@ mod tests {
             ("/orders/%252e%252e/admin", PathError::DoubleEncoding),
             ("/orders/%25252e", PathError::DoubleEncoding),
             ("/orders/%25u002e", PathError::DoubleEncoding),
-            ("/orders/%25%32%65%25%32%65/admin", PathError::DoubleEncoding),
+            (
+                "/orders/%25%32%65%25%32%65/admin",
+                PathError::DoubleEncoding,
+            ),
             ("/orders/%25%75002e", PathError::DoubleEncoding),
             ("/orders/%25%55", PathError::DoubleEncoding),
             ("/orders/%00", PathError::ControlCharacter),
