@@ -90,10 +90,10 @@ impl RiskState {
 #[serde(deny_unknown_fields)]
 pub struct Blueprint {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
     /// The tenant the blueprint principal lives in, when restricted to one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Roles the blueprint's agents offer.
     #[serde(default)]
@@ -114,7 +114,7 @@ pub struct Blueprint {
     pub risk_state: RiskState,
     /// The blueprint's home tenant (Entra's `appOwnerOrganizationId`), which differs from
     /// `tenant` for a blueprint published by another organisation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_tenant: Option<String>,
 }
 
@@ -125,7 +125,7 @@ pub struct Sponsor {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: SponsorKind,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -144,13 +144,13 @@ pub struct AgentIdentity {
     pub display_name: String,
     /// The blueprint's app id.
     pub blueprint: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     #[serde(default)]
     pub sponsors: Vec<Sponsor>,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_user: Option<String>,
     #[serde(default)]
     pub risk: Risk,
@@ -163,9 +163,9 @@ pub struct AgentIdentity {
 #[serde(deny_unknown_fields)]
 pub struct AgentUser {
     pub parent_agent: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_principal_name: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,

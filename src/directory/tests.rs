@@ -119,3 +119,22 @@ fn the_shipped_directory_still_parses() {
     assert_eq!(d.blueprints.len(), 3);
     assert!(d.agents.values().all(|a| a.risk_state == RiskState::None));
 }
+
+#[test]
+fn absent_optional_values_are_left_out_when_written() {
+    // Rego reads a null as a value: `not agent.agent_user` is false for `null`, so a
+    // written directory must leave absent values out, as the operator's file does.
+    let text = r#"{
+        "blueprints": {"cccccccc-3333-3333-3333-000000000001": {"name": "b"}},
+        "agents": {"dddddddd-4444-4444-4444-000000000001": {
+            "display_name": "a", "blueprint": "cccccccc-3333-3333-3333-000000000001",
+            "sponsors": [{"id": "ffffffff-6666-6666-6666-000000000001", "type": "user"}]}},
+        "agent_users": {"eeeeeeee-5555-5555-5555-000000000001": {
+            "parent_agent": "dddddddd-4444-4444-4444-000000000009"}}
+    }"#;
+    let file = DirectoryFile::parse(text, Path::new("d.json")).unwrap();
+    let written = serde_json::to_string(&file).unwrap();
+    assert!(!written.contains("null"), "{written}");
+    let again = DirectoryFile::parse(&written, Path::new("w.json")).unwrap();
+    assert_eq!(serde_json::to_string(&again).unwrap(), written);
+}

@@ -57,21 +57,23 @@ pub struct DirectoryDiff {
     pub changes: Vec<EntityChange>,
 }
 
-/// The fields of `before` and `after` (entries of one kind) whose values differ, in field
-/// order.
+/// The fields of `before` and `after` (entries of one kind) whose values differ, by name.
 pub fn changed_fields<T: Serialize>(before: &T, after: &T) -> Vec<FieldChange> {
     let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
         (serde_json::to_value(before), serde_json::to_value(after))
     else {
         return Vec::new();
     };
+    // Absent values are not written (an absent field is null on either side).
+    let fields: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let mut out = Vec::new();
-    for (field, before) in &a {
+    for field in fields {
+        let before = a.get(field).cloned().unwrap_or(Value::Null);
         let after = b.get(field).cloned().unwrap_or(Value::Null);
-        if *before != after {
+        if before != after {
             out.push(FieldChange {
                 field: field.clone(),
-                before: before.clone(),
+                before,
                 after,
             });
         }
