@@ -391,13 +391,6 @@ fn serve(args: ServeArgs) -> Result<()> {
             config.path.display()
         );
     }
-    // Serving [policy.bundle] is not wired in yet: never enforce `dir` in its place.
-    if config.policy.bundle.is_some() {
-        anyhow::bail!(
-            "{}: [policy.bundle] is not served yet (`agentgate check` and `agentgate test` read bundles); use [policy] dir",
-            config.path.display()
-        );
-    }
     // Everything that can be refused is checked before any socket opens.
     let parts = crate::proxy::build_parts(&config)?;
     start(&config, &args, parts)

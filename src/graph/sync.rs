@@ -161,15 +161,23 @@ impl SyncMetrics {
         })
     }
 
+    /// Every metric, to register once.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.syncs.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.objects.clone()),
+            Box::new(self.age.clone()),
+            Box::new(self.stale.clone()),
+            Box::new(self.throttled.clone()),
+        ]
+    }
+
     /// Adds every metric to `registry`.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.syncs.clone()))?;
-        registry.register(Box::new(self.duration.clone()))?;
-        registry.register(Box::new(self.objects.clone()))?;
-        registry.register(Box::new(self.age.clone()))?;
-        registry.register(Box::new(self.stale.clone()))?;
-        registry.register(Box::new(self.throttled.clone()))?;
-        Ok(())
+        self.collectors()
+            .into_iter()
+            .try_for_each(|c| registry.register(c))
     }
 
     /// Brings the gauges up to date with `status` (call before rendering).

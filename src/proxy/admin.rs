@@ -22,6 +22,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub connections: Arc<super::admission::ConnectionCounts>,
+    pub sources: Arc<super::sources::Sources>,
     pub decision_log: Arc<crate::telemetry::DecisionLog>,
     pub access: AdminAccess,
 }
@@ -131,7 +132,9 @@ impl Admin {
         let keys = self.authorizer.validator().keys();
         let snapshot = self.live.load();
         let policy = &snapshot.policy;
-        let ready = keys.ready();
+        let graph = self.sources.graph_status();
+        // Not ready before a first good Graph sync: callers it vouches for would be refused.
+        let ready = keys.ready() && graph.as_ref().is_none_or(|g| g.ready);
         let body = serde_json::json!({
             "ready": ready,
             "pid": std::process::id(),
@@ -142,6 +145,8 @@ impl Admin {
             "tenants": keys.status(),
             "cached_tokens": self.authorizer.cache_stats().entries,
             "reload": *self.reloader.status(),
+            "bundle": self.sources.bundle_status().as_deref(),
+            "directory_sync": graph,
         });
         (ready, body)
     }
@@ -228,6 +233,7 @@ impl ServeHttp for Admin {
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
                 self.metrics.observe_connections(self.connections.open());
+                self.sources.observe();
                 self.metrics.observe_decision_log(self.decision_log.stats());
                 self.metrics.observe_policy_engine(
                     crate::policy::compiled::engine_events(),

@@ -9,12 +9,13 @@ pub mod gateway;
 pub mod headers;
 mod record;
 pub mod respond;
+pub mod sources;
 
 use crate::authorize::Authorizer;
 use crate::config::Config;
 use crate::identity::{KeyStore, TokenValidator};
 use crate::policy::TestLimits;
-use crate::reload::{build_snapshot, ready_to_serve, ReloadError, ShadowFallback};
+use crate::reload::{build_snapshot, ready_to_serve, Feeds, ReloadError, ShadowFallback};
 use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
@@ -40,6 +41,8 @@ pub enum StartError {
     AdminToken(admin::AdminTokenError),
     #[error("TLS setup failed")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Sources(#[from] sources::SourceSetupError),
 }
 
 /// Process options from the command line.
@@ -60,17 +63,31 @@ pub struct Parts {
     pub live: Arc<Live>,
     /// Open connections per listener and client, against the configured caps.
     pub connections: Arc<admission::ConnectionCounts>,
+    /// The policy bundle and the Graph directory, when configured.
+    pub sources: Arc<sources::Sources>,
+    /// What the first snapshot was built from.
+    pub feeds: Feeds,
 }
 
-/// Builds the decision pipeline from the configuration (no sockets opened).
+/// Builds the decision pipeline from the configuration (no proxy socket opened; the first
+/// policy bundle, when configured, is fetched).
 pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
+    let (sources, feeds) = sources::Sources::start(config)?;
     let built = build_snapshot(
         config,
         TestLimits::per_test(config.policy.test_timeout),
         ShadowFallback::Refuse,
+        &feeds,
     )?;
     let snapshot = ready_to_serve(built.snapshot, None, config);
-    tracing::info!(revision = %snapshot.policy.revision, dir = %config.policy.dir.display(), "policy set loaded");
+    match &feeds.bundle {
+        Some(b) => {
+            tracing::info!(revision = %snapshot.policy.revision, bundle_revision = %b.manifest.revision, "policy set loaded from the bundle")
+        }
+        None => {
+            tracing::info!(revision = %snapshot.policy.revision, dir = %config.policy.dir.display(), "policy set loaded")
+        }
+    }
     if let Some(shadow) = &snapshot.shadow {
         tracing::info!(revision = %shadow.snapshot.revision, "shadow policy set loaded");
     }
@@ -87,6 +104,8 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
         keys,
         metrics: Arc::new(Metrics::new()?),
         live: Arc::new(Live::new(snapshot)),
+        sources: Arc::new(sources),
+        feeds,
         connections: Arc::new(admission::ConnectionCounts::new(
             &config
                 .listeners
@@ -123,6 +142,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     crate::crypto::install_default_provider();
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
+        parts.feeds.clone(),
         parts.live.clone(),
         parts.metrics.clone(),
     ));
@@ -166,7 +186,11 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         },
     );
     let (tls, tls_metrics) = crate::tls::listener::load_all(&config.listeners)?;
-    for c in tls_metrics.collectors() {
+    for c in tls_metrics
+        .collectors()
+        .into_iter()
+        .chain(parts.sources.collectors())
+    {
         parts.metrics.register(c)?;
     }
     for l in &config.listeners {
@@ -183,6 +207,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             metrics: parts.metrics.clone(),
             reloader: reloader.clone(),
             connections: parts.connections.clone(),
+            sources: parts.sources.clone(),
             decision_log,
             access: admin::AdminAccess::load(&config.admin).map_err(StartError::AdminToken)?,
         },
@@ -196,6 +221,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         "tls certificates",
         crate::tls::CertificateReloader::new(tls),
     ));
+    parts.sources.add_services(&mut server, &reloader);
     server.add_service(background_service(
         "reload",
         crate::reload::ReloadTriggers {

@@ -1,12 +1,15 @@
 //! Building snapshots, at start and on every reload.
 //!
-//! A reload reads the configuration and the policy directory into a complete candidate
-//! [`Snapshot`] (routes, the enforced policy set, the shadow set), compiles it and runs its
-//! Rego tests; only then is it swapped in, atomically, with one store into [`Live`]. On any
-//! failure the previous snapshot keeps serving and the failure is logged (with
+//! A reload reads the configuration and the policy set (the policy directory, or the last
+//! good bundle from [`Feeds`]) into a complete candidate [`Snapshot`] (routes, the enforced
+//! policy set, the shadow set), with the last good directory from Microsoft Graph merged
+//! under the set's own directory file, compiles it and runs its Rego tests; only then is it
+//! swapped in, atomically, with one store into [`Live`]. On any failure the previous
+//! snapshot (and the feeds it was built from) keeps serving and the failure is logged (with
 //! file:line:column where the parser gives one), counted and shown on `/readyz`. Triggers
-//! ([`watch`]): a file watcher (debounced), SIGHUP, and `POST /reload` on the admin
-//! listener. Nothing here is reachable from the request path except through [`Live`].
+//! ([`watch`]): a file watcher (debounced), SIGHUP, `POST /reload` on the admin listener, a
+//! new bundle and a new Graph directory. Nothing here is reachable from the request path
+//! except through [`Live`].
 
 // Off the request path: the lock serialises reloads.
 #![allow(clippy::disallowed_types)]
@@ -15,8 +18,14 @@ mod watch;
 
 pub use watch::ReloadTriggers;
 
+use crate::bundle::LoadedBundle;
 use crate::config::{Config, ConfigError};
-use crate::policy::{PolicyLoadError, PolicySnapshot, ShadowPolicy, TestLimits};
+use crate::directory::{DirectoryError, DirectoryFile};
+use crate::graph::SyncedDirectory;
+use crate::policy::files::SourceFile;
+use crate::policy::{
+    PolicyFiles, PolicyLoadError, PolicySnapshot, ShadowPolicy, TestLimits, DIRECTORY_FILE,
+};
 use crate::routes::{RouteError, RouteTable};
 use crate::snapshot::{Live, Snapshot};
 use crate::telemetry::Metrics;
@@ -39,6 +48,16 @@ pub enum ReloadError {
     },
     #[error("routes: {0}")]
     Routes(#[from] RouteError),
+    /// Occurs when `[policy.bundle]` is configured and no bundle has passed its checks yet.
+    #[error("[policy.bundle] is configured and no bundle has been loaded yet")]
+    NoBundle,
+    /// Occurs when the directory from Graph and the set's directory file do not merge into
+    /// a valid directory.
+    #[error("the directory from Microsoft Graph with {file} on top: {source}")]
+    GraphDirectory {
+        file: String,
+        source: DirectoryError,
+    },
     /// Occurs when building the candidate takes longer than `reload.timeout`; whatever was
     /// still running is abandoned, never swapped in.
     #[error("the reload did not finish in time: still building the candidate after {after:.1?} (reload.timeout)")]
@@ -61,36 +80,121 @@ pub struct Built {
     pub shadow_error: Option<ReloadError>,
 }
 
-/// Loads the policy set in `dir` for `config`, its tests run within `limits`.
-fn load_policy(
+/// What a reload takes from outside the files it reads itself: the newest inputs that
+/// passed their own checks, kept by the [`Reloader`] for every later reload.
+#[derive(Clone, Default)]
+pub struct Feeds {
+    /// The last bundle that was checked and served, when `[policy.bundle]` is configured.
+    pub bundle: Option<Arc<LoadedBundle>>,
+    /// The last good directory read from Microsoft Graph, when `[directory.graph]` is.
+    pub graph: Option<Arc<SyncedDirectory>>,
+}
+
+/// The policy files of a set: `bundle`'s when given, else those in `dir`; with `graph`'s
+/// directory merged under the set's own directory file.
+fn policy_files(
     dir: &Path,
+    bundle: Option<&LoadedBundle>,
+    graph: Option<&SyncedDirectory>,
+) -> Result<PolicyFiles, ReloadError> {
+    let mut files = match bundle {
+        Some(b) => b.files.clone(),
+        None => PolicyFiles::read(dir).map_err(|e| ReloadError::Policy {
+            dir: dir.display().to_string(),
+            source: e.into(),
+        })?,
+    };
+    if let Some(graph) = graph {
+        with_graph_directory(&mut files, graph)?;
+    }
+    Ok(files)
+}
+
+/// Replaces the set's directory document with `graph`'s directory under it: the set's own
+/// file (the operator's overrides) wins field by field (see [`crate::graph::merge()`]).
+fn with_graph_directory(
+    files: &mut PolicyFiles,
+    graph: &SyncedDirectory,
+) -> Result<(), ReloadError> {
+    let position = files
+        .data
+        .iter()
+        .position(|f| f.data_mount() == ["directory"]);
+    let file = position.map_or(DIRECTORY_FILE.to_string(), |i| files.data[i].name.clone());
+    let failed = |source| ReloadError::GraphDirectory {
+        file: file.clone(),
+        source,
+    };
+    let local = match position {
+        Some(i) => {
+            DirectoryFile::parse(&files.data[i].text, &files.data[i].path).map_err(failed)?
+        }
+        None => DirectoryFile::default(),
+    };
+    let merged = graph.merge(&local).map_err(failed)?;
+    // Plain data with string keys: serialising cannot fail (and an empty text would fail
+    // validation, refusing the reload).
+    let text = serde_json::to_string(&merged.file).unwrap_or_default();
+    match position {
+        Some(i) => files.data[i].text = text,
+        None => {
+            files.data.push(SourceFile {
+                name: DIRECTORY_FILE.to_string(),
+                path: DIRECTORY_FILE.into(),
+                text,
+            });
+            files.data.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+    Ok(())
+}
+
+/// Loads a policy set from `files` (read from `origin`) for `config`, its tests run within
+/// `limits`.
+fn load_policy(
+    files: &PolicyFiles,
+    origin: &str,
     config: &Config,
     limits: TestLimits,
 ) -> Result<PolicySnapshot, ReloadError> {
-    PolicySnapshot::load(dir, config.policy.timeout, Some(limits)).map_err(|source| {
+    PolicySnapshot::from_files(files, config.policy.timeout, Some(limits)).map_err(|source| {
         ReloadError::Policy {
-            dir: dir.display().to_string(),
+            dir: origin.to_string(),
             source,
         }
     })
 }
 
-/// Builds the snapshot `config` describes. The compiled policy engines are not started:
-/// see [`start_engines`].
+/// Builds the snapshot `config` describes, with `feeds`. The compiled policy engines are
+/// not started: see [`ready_to_serve`].
 pub fn build_snapshot(
     config: &Config,
     limits: TestLimits,
     shadow: ShadowFallback,
+    feeds: &Feeds,
 ) -> Result<Built, ReloadError> {
-    let policy = load_policy(&config.policy.dir, config, limits)?;
+    let graph = feeds.graph.as_deref();
+    let (bundle, origin) = match (&config.policy.bundle, &feeds.bundle) {
+        (Some(_), Some(b)) => (
+            Some(&**b),
+            format!("bundle revision {:?}", b.manifest.revision),
+        ),
+        (Some(_), None) => return Err(ReloadError::NoBundle),
+        (None, _) => (None, config.policy.dir.display().to_string()),
+    };
+    let files = policy_files(&config.policy.dir, bundle, graph)?;
+    let policy = load_policy(&files, &origin, config, limits)?;
     let routes = RouteTable::new(&config.routes)?;
     let loaded = config.shadow.as_ref().map(|s| {
-        load_policy(&s.dir, config, limits).map(|snapshot| {
-            Arc::new(ShadowPolicy {
-                snapshot: Arc::new(snapshot),
-                blueprints: s.blueprints.clone(),
+        let origin = s.dir.display().to_string();
+        policy_files(&s.dir, None, graph)
+            .and_then(|files| load_policy(&files, &origin, config, limits))
+            .map(|snapshot| {
+                Arc::new(ShadowPolicy {
+                    snapshot: Arc::new(snapshot),
+                    blueprints: s.blueprints.clone(),
+                })
             })
-        })
     });
     let (shadow, shadow_error) = match (loaded, shadow) {
         (None, _) => (None, None),
@@ -142,13 +246,14 @@ fn build_candidate(
     config_path: &Path,
     deadline: Instant,
     shadow: ShadowFallback,
+    feeds: &Feeds,
 ) -> Result<(Config, Built), ReloadError> {
     let config = Config::load(config_path)?;
     let limits = TestLimits {
         per_test: config.policy.test_timeout,
         deadline: Some(deadline),
     };
-    let built = build_snapshot(&config, limits, shadow)?;
+    let built = build_snapshot(&config, limits, shadow, feeds)?;
     Ok((config, built))
 }
 
@@ -160,18 +265,20 @@ fn build_candidate_within(
     started: Instant,
     timeout: Duration,
     shadow: ShadowFallback,
+    feeds: &Feeds,
 ) -> Result<(Config, Built), ReloadError> {
     let deadline = started + timeout;
     let (tx, rx) = std::sync::mpsc::channel();
     let path = config_path.to_path_buf();
     let fallback = shadow.clone();
+    let fed = feeds.clone();
     let spawned = std::thread::Builder::new()
         .name("reload-candidate".into())
         .spawn(move || {
-            let _ = tx.send(build_candidate(&path, deadline, fallback));
+            let _ = tx.send(build_candidate(&path, deadline, fallback, &fed));
         });
     if spawned.is_err() {
-        return build_candidate(config_path, deadline, shadow);
+        return build_candidate(config_path, deadline, shadow, feeds);
     }
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(candidate) => candidate,
@@ -204,11 +311,13 @@ pub struct Reloader {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     status: ArcSwap<ReloadStatus>,
+    /// The feeds the snapshot in force was built from; replaced only with a snapshot.
+    feeds: ArcSwap<Feeds>,
 }
 
 impl Reloader {
-    /// A reloader for a gateway started with `config`, serving `live`.
-    pub fn new(config: Config, live: Arc<Live>, metrics: Arc<Metrics>) -> Self {
+    /// A reloader for a gateway started with `config` and `feeds`, serving `live`.
+    pub fn new(config: Config, feeds: Feeds, live: Arc<Live>, metrics: Arc<Metrics>) -> Self {
         let snapshot = live.load();
         let shadow = snapshot
             .shadow
@@ -232,6 +341,7 @@ impl Reloader {
             live,
             metrics,
             status: ArcSwap::from_pointee(status),
+            feeds: ArcSwap::from_pointee(feeds),
         }
     }
 
@@ -252,14 +362,28 @@ impl Reloader {
 
     /// Builds a candidate snapshot and swaps it in. Returns the enforced revision.
     pub fn reload(&self, trigger: &str) -> Result<String, ReloadError> {
+        self.reload_fed(trigger, |_| {})
+    }
+
+    /// Like [`Reloader::reload`], with the feeds changed by `update` (a new bundle, a new
+    /// Graph directory). The changed feeds are kept only when their snapshot is swapped in:
+    /// a refused bundle or directory never reaches a later reload.
+    pub fn reload_fed(
+        &self,
+        trigger: &str,
+        update: impl FnOnce(&mut Feeds),
+    ) -> Result<String, ReloadError> {
         let started = Instant::now();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut feeds = (*self.feeds.load_full()).clone();
+        update(&mut feeds);
         let mut status = (*self.status.load_full()).clone();
         status.last_attempt_unix = crate::clock::unix_now();
         status.last_trigger = trigger.to_string();
-        let result = self.apply(&mut running, &mut status, started);
+        let result = self.apply(&mut running, &mut status, &feeds, started);
         match &result {
             Ok(revision) => {
+                self.feeds.store(Arc::new(feeds));
                 status.last_error = None;
                 self.metrics
                     .last_reload_success
@@ -280,6 +404,7 @@ impl Reloader {
         &self,
         running: &mut Config,
         status: &mut ReloadStatus,
+        feeds: &Feeds,
         started: Instant,
     ) -> Result<String, ReloadError> {
         let previous = self.live.load();
@@ -288,6 +413,7 @@ impl Reloader {
             started,
             running.reload.timeout,
             ShadowFallback::Keep(previous.shadow.clone()),
+            feeds,
         )?;
         warn_about_restart_only_changes(&candidate, running);
         let Built {

@@ -9,6 +9,7 @@ use agentgate::bundle::{build_bundle, BundleError, LoadedBundle, SigningKey};
 use agentgate::config::{
     BundleConfig, BundleCredential, BundleLocation, BundleSigning, SecretSource,
 };
+use agentgate::identity::CallerKind;
 use agentgate::policy::PolicySnapshot;
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -776,4 +777,126 @@ fn check_fetches_the_configured_bundle_url_with_a_token_from_the_environment() {
     assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
     assert!(text(&wrong).contains("HTTP 401"), "{}", text(&wrong));
     assert!(!text(&wrong).contains("wrong-token"), "{}", text(&wrong));
+}
+
+/// Polls `call` until the request on `gw` gets `status`, failing after 10 s; returns how
+/// long it took.
+fn until_status(gw: &Gateway, token: &str, status: u16) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let r = gw.call("GET", "/orders/1", Some(token));
+        if r.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {} (not {status}) after 10 s:\n{}",
+            r.status,
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_gateway_serves_the_bundle_and_applies_each_published_one() {
+    let server = BundleServer::start();
+    // The first bundle disables the Sales Assistant blueprint; the policy directory (which
+    // the configuration also names) does not: a refusal proves the bundle is enforced.
+    server.publish(bundle_with("r1", None, disable_sales));
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            extra_config: format!(
+                "\n[policy.bundle]\nurl = \"{}\"\ninterval = \"1s\"\n",
+                server.url()
+            ),
+            admin_token: Some("bundle-admin-token-0123456789"),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.call("GET", "/orders/1", Some(&token))
+        .assert_denied(403, "blueprint_disabled");
+    let ready = gw.readiness();
+    assert_eq!(ready["bundle"]["revision"], "r1", "{ready}");
+    assert_eq!(ready["bundle"]["last_error"], Value::Null, "{ready}");
+
+    // A published bundle is enforced within one poll interval (plus the reload).
+    server.publish(bundle_with("r2", None, |_| {}));
+    let took = until_status(&gw, &token, 200);
+    assert!(took < Duration::from_secs(5), "r2 took {took:?}");
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    assert_eq!(gw.readiness()["bundle"]["revision"], "r2");
+
+    // A broken bundle is refused; the last good set keeps serving and says why.
+    server.publish(b"not a gzipped tarball".to_vec());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = gw.readiness();
+        if ready["bundle"]["last_error"].is_string() {
+            assert_eq!(ready["bundle"]["revision"], "r2", "{ready}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    let metrics = gw.metrics();
+    assert!(
+        metric(
+            &metrics,
+            "agentgate_bundle_polls_total{result=\"rejected\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "agentgate_bundle_polls_total{result=\"updated\"}") >= 2.0);
+    assert!(metric(&metrics, "agentgate_bundle_last_success_timestamp_seconds") > 0.0);
+
+    // A bundle whose directory does not validate is refused the same way (the reload's
+    // gate: compile, validate, run every Rego test).
+    server.publish(bundle_with("r3-broken", None, |d| {
+        d["agents"]["not-a-guid"] = serde_json::json!({});
+    }));
+    std::thread::sleep(Duration::from_millis(2500));
+    gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
+    let ready = gw.readiness();
+    assert_eq!(ready["bundle"]["revision"], "r2", "{ready}");
+    assert!(ready["bundle"]["last_error"].is_string(), "{ready}");
+}
+
+#[test]
+fn a_gateway_whose_first_bundle_cannot_be_read_does_not_start() {
+    let server = BundleServer::start();
+    server.served.lock().unwrap().fail_with = Some(503);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n\
+             [identity]\n[[identity.tenants]]\nid = \"{TENANT_A}\"\n\
+             [policy]\ndir = \"{}\"\n[policy.bundle]\nurl = \"{}\"\n\
+             [[routes]]\nid = \"orders\"\npath_prefix = \"/orders\"\nupstreams = [\"127.0.0.1:1\"]\naudiences = [\"{API_URI}\"]\n",
+            free_port(),
+            free_port(),
+            repo().join("policies").display(),
+            server.url()
+        ),
+    )
+    .unwrap();
+    let out = agentgate(&["serve", "--config", config.to_str().unwrap()]);
+    let printed = text(&out);
+    assert!(!out.status.success(), "{printed}");
+    assert!(
+        printed.contains("the first policy bundle from")
+            && printed.contains("no policy set to serve")
+            && printed.contains("503"),
+        "{printed}"
+    );
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod driver;
+mod serve;
 
 use crate::support::*;
 use agentgate::config::{GraphConfig, GraphCredential, OnStale};
