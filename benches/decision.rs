@@ -216,6 +216,7 @@ fn benches(c: &mut Criterion) {
         routes: RouteTable::new(&s.config.routes).unwrap(),
         policy: compiled.clone(),
         shadow: None,
+        bundle_revision: None,
     };
     for (name, cache) in [
         ("decision/whole_cached_token", true),

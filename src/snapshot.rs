@@ -14,6 +14,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub policy: Arc<PolicySnapshot>,
     pub shadow: Option<Arc<ShadowPolicy>>,
+    /// The manifest revision of the bundle the policy set came from, if it did.
+    pub bundle_revision: Option<Box<str>>,
 }
 
 /// The snapshot in force.

@@ -85,6 +85,7 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
         routes: RouteTable::new(&config.routes)?,
         policy: Arc::new(policy),
         shadow: None,
+        bundle_revision: None,
     };
     let Some(route) = snapshot.routes.find(target.host_name(), &target.path) else {
         return Ok(refused(report, &Refusal::Request(RequestError::NoRoute)));

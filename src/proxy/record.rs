@@ -121,6 +121,7 @@ pub fn request(
         status,
         reason,
         revision: &policy.revision,
+        bundle_revision: ctx.snapshot.bundle_revision.as_deref(),
         latency_us: ctx.started.elapsed().as_micros() as u64,
         shadow: ctx.shadow.as_ref().map(|(s, mismatch)| ShadowRecord {
             revision: &s.revision,

@@ -207,6 +207,7 @@ pub fn build_snapshot(
             routes,
             policy: Arc::new(policy),
             shadow,
+            bundle_revision: bundle.map(|b| b.manifest.revision.as_str().into()),
         },
         shadow_error,
     })
@@ -426,6 +427,7 @@ impl Reloader {
             .as_ref()
             .map(|s| s.snapshot.revision.clone());
         let unchanged = revision == status.revision
+            && snapshot.bundle_revision == previous.bundle_revision
             && candidate.routes == running.routes
             && shadow_revision == status.shadow_revision;
         if !unchanged {

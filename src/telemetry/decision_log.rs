@@ -40,6 +40,9 @@ pub struct DecisionRecord<'a> {
     pub status: u16,
     pub reason: &'a str,
     pub revision: &'a str,
+    /// The manifest revision of the policy bundle in force, when the set came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_revision: Option<&'a str>,
     pub latency_us: u64,
     /// The shadow set's verdict, when one was evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,6 +255,7 @@ mod tests {
             status: 403,
             reason: "r",
             revision: "v",
+            bundle_revision: None,
             latency_us: 1,
             shadow: None,
         }

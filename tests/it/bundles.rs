@@ -830,6 +830,11 @@ fn the_gateway_serves_the_bundle_and_applies_each_published_one() {
     assert!(took < Duration::from_secs(5), "r2 took {took:?}");
     gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
     assert_eq!(gw.readiness()["bundle"]["revision"], "r2");
+    // Every decision line says which bundle decided it.
+    let decisions = gw.decisions();
+    let last = decisions.last().expect("decision lines");
+    assert_eq!(last["allow"], true, "{last}");
+    assert_eq!(last["bundle_revision"], "r2", "{last}");
 
     // A broken bundle is refused; the last good set keeps serving and says why.
     server.publish(b"not a gzipped tarball".to_vec());
