@@ -262,6 +262,9 @@ pub struct DevConfig {
     pub issuer: SocketAddr,
     pub key: PathBuf,
     pub sample_upstream: Option<SocketAddr>,
+    /// Where the demo's fake Microsoft Graph listens (plain HTTP), serving the policy
+    /// directory's agents for `[directory.graph]` to sync.
+    pub graph: Option<SocketAddr>,
 }
 
 /// The longest route prefix accepted, a guard against nonsense.
@@ -424,10 +427,15 @@ impl Config {
                 Some(a) => Some(socket(&a, "dev.sample_upstream", &mut problems)?),
                 None => None,
             };
+            let graph = match d.graph {
+                Some(a) => Some(socket(&a, "dev.graph", &mut problems)?),
+                None => None,
+            };
             Some(DevConfig {
                 issuer,
                 key: base.join(d.key),
                 sample_upstream,
+                graph,
             })
         });
 

@@ -479,4 +479,5 @@ pub struct RawDev {
     pub issuer: String,
     pub key: String,
     pub sample_upstream: Option<String>,
+    pub graph: Option<String>,
 }

@@ -3,10 +3,14 @@
 // The demo prints what to paste.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use super::graph::{serve_graph, FakeCredentials, FakeTenant, GraphState};
 use super::servers::{serve_issuer, serve_sample_api, IssuerState};
 use super::{SigningIdentity, TokenSpec};
-use crate::config::{Config, DevConfig};
+use crate::config::{Config, DevConfig, GraphCredential};
+use crate::directory::DirectoryFile;
 use crate::identity::CallerKind;
+use crate::policy::DIRECTORY_FILE;
+use std::sync::Arc;
 
 /// Ids from the shipped example directory (`policies/data/directory.json`).
 const SALES_BLUEPRINT: &str = "cccccccc-3333-3333-3333-000000000001";
@@ -26,6 +30,8 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Mint(#[from] super::mint::MintError),
+    #[error("the demo's fake Graph: {0}")]
+    Graph(String),
     #[error("failed to listen on {addr}")]
     Bind {
         addr: String,
@@ -54,11 +60,59 @@ fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DemoError> 
     Ok(l)
 }
 
+/// The demo's fake Graph: the tenant the policy directory describes, accepting the client
+/// secret `[directory.graph]` is configured with.
+fn fake_graph(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> Result<Option<Arc<GraphState>>, DemoError> {
+    let Some(graph) = &config.directory.graph else {
+        return Ok(None);
+    };
+    let GraphCredential::ClientSecretFile(path) = &graph.credential else {
+        return Err(DemoError::Graph(
+            "the demo's fake Graph accepts only client_secret_file".into(),
+        ));
+    };
+    let secret = std::fs::read_to_string(path).map_err(|source| DemoError::Key {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let directory_path = config.policy.dir.join(DIRECTORY_FILE);
+    let text = std::fs::read_to_string(&directory_path).map_err(|source| DemoError::Key {
+        path: directory_path.display().to_string(),
+        source,
+    })?;
+    let directory = DirectoryFile::parse(&text, &directory_path)
+        .map_err(|e| DemoError::Graph(e.to_string()))?;
+    let credentials = FakeCredentials {
+        client_id: graph.client_id.clone(),
+        client_secret: Some(secret.trim_end().to_string()),
+        ..FakeCredentials::default()
+    };
+    GraphState::new(
+        addr,
+        &graph.tenant,
+        credentials,
+        FakeTenant::from_directory(&directory),
+    )
+    .map(Some)
+    .map_err(|e| DemoError::Graph(e.to_string()))
+}
+
 /// Starts the dev servers on a thread of their own and prints the demo calls.
 pub fn start(config: &Config, dev: &DevConfig) -> Result<(), DemoError> {
     let key = load_key(dev)?;
     let issuer = bind(dev.issuer)?;
     let sample = dev.sample_upstream.map(bind).transpose()?;
+    let graph = match dev.graph.map(|addr| (addr, fake_graph(config, addr))) {
+        Some((addr, state)) => match state? {
+            Some(state) => Some((bind(addr)?, state)),
+            None => None,
+        },
+        None => None,
+    };
+    let graph_addr = graph.as_ref().map(|(_, state)| state.addr);
     let state = IssuerState::new(dev.issuer, vec![key.jwk.clone()]);
     std::thread::Builder::new()
         .name("agentgate-dev".into())
@@ -71,32 +125,41 @@ pub fn start(config: &Config, dev: &DevConfig) -> Result<(), DemoError> {
                 return;
             };
             rt.block_on(async move {
-                let issuer = tokio::net::TcpListener::from_std(issuer);
-                let sample = sample.map(tokio::net::TcpListener::from_std).transpose();
-                match (issuer, sample) {
-                    (Ok(issuer), Ok(sample)) => {
-                        let issuer_task = serve_issuer(issuer, state);
-                        match sample {
-                            Some(s) => {
-                                let _ = tokio::join!(issuer_task, serve_sample_api(s));
-                            }
-                            None => {
-                                let _ = issuer_task.await;
-                            }
-                        }
+                let mut servers = tokio::task::JoinSet::new();
+                let mut listen = |l: std::net::TcpListener| {
+                    let l = tokio::net::TcpListener::from_std(l);
+                    if l.is_err() {
+                        tracing::error!("dev servers: failed to register a listener");
                     }
-                    _ => tracing::error!("dev servers: failed to register listeners"),
+                    l.ok()
+                };
+                if let Some(l) = listen(issuer) {
+                    servers.spawn(serve_issuer(l, state));
                 }
+                if let Some(l) = sample.and_then(&mut listen) {
+                    servers.spawn(serve_sample_api(l));
+                }
+                if let Some((l, graph)) = graph {
+                    if let Some(l) = listen(l) {
+                        servers.spawn(serve_graph(l, graph));
+                    }
+                }
+                while servers.join_next().await.is_some() {}
             });
         })
         .map_err(|source| DemoError::Bind {
             addr: dev.issuer.to_string(),
             source,
         })?;
-    print_calls(config, dev, &key)
+    print_calls(config, dev, &key, graph_addr)
 }
 
-fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Result<(), DemoError> {
+fn print_calls(
+    config: &Config,
+    dev: &DevConfig,
+    key: &SigningIdentity,
+    graph: Option<std::net::SocketAddr>,
+) -> Result<(), DemoError> {
     let now = crate::clock::unix_now();
     let tenant = config
         .identity
@@ -167,6 +230,9 @@ fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Resul
     if let Some(s) = dev.sample_upstream {
         println!("  sample API  http://{s}");
     }
+    if let Some(g) = graph {
+        println!("  fake Graph  http://{g}  (the directory, synced every few seconds)");
+    }
     println!();
     for (title, spec) in calls {
         let token = key.sign(&spec.claims())?;
@@ -177,6 +243,23 @@ fn print_calls(config: &Config, dev: &DevConfig, key: &SigningIdentity) -> Resul
     println!("# No token at all (401)");
     println!("curl -si http://{listener}{prefix}/42");
     println!();
+    if let Some(g) = graph {
+        let interval = config
+            .directory
+            .graph
+            .as_ref()
+            .map_or(0, |c| c.interval.as_secs());
+        println!("# Disable Sales Assistant - EMEA in the fake Graph, as an admin would in Entra;");
+        println!("# within {interval} s the first call above is refused (403 agent_disabled), token unchanged:");
+        println!(
+            "curl -si -X PATCH http://{g}/v1.0/servicePrincipals/{SALES_AGENT_EMEA} -H 'Content-Type: application/json' -d '{{\"accountEnabled\": false}}'"
+        );
+        println!("# and enable it again:");
+        println!(
+            "curl -si -X PATCH http://{g}/v1.0/servicePrincipals/{SALES_AGENT_EMEA} -H 'Content-Type: application/json' -d '{{\"accountEnabled\": true}}'"
+        );
+        println!();
+    }
     println!("Mint more with: cargo run --release -- token mint --help");
     Ok(())
 }

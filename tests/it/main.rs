@@ -11,6 +11,7 @@ mod attacks;
 mod bundles;
 mod caller_kinds;
 mod cli;
+mod demo;
 mod fixtures;
 mod graph;
 mod http_abuse;
