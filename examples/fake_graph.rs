@@ -1,4 +1,4 @@
-//! The fake Microsoft Graph (src/dev/graph.rs) on its own, serving a synthetic tenant: what
+//! The fake Microsoft Graph (src/dev/graph/) on its own, serving a synthetic tenant: what
 //! the directory sync benchmark (`benches/graph-sync/run`) reads, and a Graph to try
 //! `agentgate directory sync` against by hand.
 //!

@@ -73,6 +73,8 @@ pub struct PolicyDenial {
 pub enum RequestError {
     Framing(FramingError),
     UriTooLong,
+    /// The body is longer than the route's `max_body_bytes` (declared or as it streams).
+    BodyTooLarge,
     InvalidPath,
     InvalidHost,
     MissingHost,
@@ -118,6 +120,7 @@ impl RequestError {
             Self::Framing(FramingError::HeadersTooLarge) => 431,
             Self::Framing(_) | Self::InvalidPath | Self::InvalidHost | Self::MissingHost => 400,
             Self::UriTooLong => 414,
+            Self::BodyTooLarge => 413,
             Self::NoRoute => 404,
             Self::TooManyConnections => 503,
         }
@@ -130,6 +133,7 @@ impl RequestError {
             Self::Framing(FramingError::BadTransferEncoding) => "invalid_transfer_encoding",
             Self::Framing(FramingError::HeadersTooLarge) => "headers_too_large",
             Self::UriTooLong => "uri_too_long",
+            Self::BodyTooLarge => "body_too_large",
             Self::InvalidPath => "invalid_path",
             Self::InvalidHost => "invalid_host",
             Self::MissingHost => "missing_host",
@@ -229,7 +233,10 @@ impl Refusal {
     /// True when the connection must not carry another request (the body's extent is in
     /// doubt).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::Request(RequestError::Framing(_)))
+        matches!(
+            self,
+            Self::Request(RequestError::Framing(_) | RequestError::BodyTooLarge)
+        )
     }
 
     /// Headers the policy asked to add to the refusal.

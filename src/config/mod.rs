@@ -252,6 +252,8 @@ pub struct RouteConfig {
     pub forward_override_headers: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// The largest request body forwarded, counted as it streams; `None`: no limit.
+    pub max_body_bytes: Option<u64>,
     /// Set when the upstreams are `https://`.
     pub tls: Option<UpstreamTlsConfig>,
 }
@@ -832,6 +834,7 @@ fn route(
         forward_override_headers: r.forward_override_headers,
         connect_timeout: r.connect_timeout,
         read_timeout: r.read_timeout,
+        max_body_bytes: (r.max_body_bytes > 0).then_some(r.max_body_bytes),
         tls,
     })
 }

@@ -445,6 +445,9 @@ pub struct RawRoute {
     pub connect_timeout: Duration,
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// The largest request body forwarded (`0`: no limit).
+    #[serde(default)]
+    pub max_body_bytes: u64,
     /// Settings for `https://` upstreams.
     pub tls: Option<RawUpstreamTls>,
 }

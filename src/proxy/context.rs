@@ -29,6 +29,8 @@ pub struct RequestCtx {
     /// The origin-form target and host to send upstream instead of the ones received: set
     /// when the path was normalised or the target came in absolute form.
     pub(super) upstream_target: Option<(String, String)>,
+    /// Request body bytes received so far (counted against the route's `max_body_bytes`).
+    pub(super) body_bytes: u64,
 }
 
 impl RequestCtx {

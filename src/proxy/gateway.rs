@@ -2,8 +2,10 @@
 //!
 //! `new_ctx` loads the snapshot the request will be routed and decided by; `request_filter`
 //! screens, routes and authorises, and either writes the refusal or lets the request
-//! through; `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity
-//! headers; `fail_to_proxy` maps upstream failures; `logging` records the request once.
+//! through; `request_body_filter` holds the body to the route's `max_body_bytes`;
+//! `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity headers;
+//! `fail_to_proxy` answers refusals made while the body streamed and maps upstream
+//! failures; `logging` records the request once.
 
 use super::context::RequestCtx;
 use super::decision_id::DecisionIds;
@@ -84,6 +86,16 @@ impl Gateway {
             .find(target.host_name(), &target.path)
             .cloned()
             .ok_or(RequestError::NoRoute)?;
+        if let Some(limit) = route.config.max_body_bytes {
+            // The framing check accepted the length, so it parses.
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return Err(RequestError::BodyTooLarge);
+            }
+        }
         if target.rewritten {
             ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
         }
@@ -146,6 +158,7 @@ impl ProxyHttp for Gateway {
             shadow: None,
             nth_on_connection: 1,
             upstream_target: None,
+            body_bytes: 0,
         }
     }
 
@@ -198,6 +211,33 @@ impl ProxyHttp for Gateway {
             }
             Outcome::Refused(refusal) => self.refuse(session, ctx, refusal).await,
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limit = ctx.route.as_ref().and_then(|r| r.config.max_body_bytes);
+        let (Some(limit), Some(chunk)) = (limit, body.as_ref()) else {
+            return Ok(());
+        };
+        ctx.body_bytes = ctx.body_bytes.saturating_add(chunk.len() as u64);
+        if ctx.body_bytes <= limit {
+            return Ok(());
+        }
+        // A body without a declared length ran past the limit: nothing more is forwarded,
+        // and fail_to_proxy answers with the refusal.
+        *body = None;
+        ctx.outcome = Some(Outcome::Refused(Refusal::Request(
+            RequestError::BodyTooLarge,
+        )));
+        Err(Error::explain(
+            ErrorType::Custom("body_too_large"),
+            "request body over the route's max_body_bytes",
+        ))
     }
 
     async fn upstream_peer(
@@ -294,6 +334,18 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some(Outcome::Refused(refusal)) = &ctx.outcome {
+            // Refused while the body streamed (the body limit): the client gets the refusal.
+            if session.response_written().is_none() {
+                if let Err(err) = send_refusal(session, refusal, &ctx.decision_id).await {
+                    tracing::debug!(error = %err, "could not send the refusal");
+                }
+            }
+            return FailToProxy {
+                error_code: refusal.status(),
+                can_reuse_downstream: false,
+            };
+        }
         let failure = upstream_failure(e);
         ctx.upstream_failure = Some(failure);
         // A client that went away needs no answer.

@@ -424,3 +424,67 @@ fn oversized_request_targets_get_414_and_are_logged_truncated() {
         ]
     );
 }
+
+#[test]
+fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            route_extra: "max_body_bytes = 1024".into(),
+            ..Default::default()
+        },
+    );
+    let mut writer = spec(CallerKind::AgentApp);
+    writer.roles = vec!["Orders.Write.All".into()];
+    let token = mint(&key, &writer);
+    gw.sent(&token);
+    let head = |extra: &str| {
+        format!("POST /orders/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n{extra}\r\n")
+    };
+    let reason = |response: &str| {
+        response
+            .split("\"reason\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // Within the limit: forwarded.
+    let body = "x".repeat(1024);
+    let (response, _) = raw(
+        &gw,
+        &format!(
+            "{}{body}",
+            head("Content-Length: 1024\r\nConnection: close\r\n")
+        ),
+    );
+    assert_eq!(status(&response), 200, "{response}");
+
+    // A declared length over the limit: refused before the upstream is contacted.
+    let (response, closed) = raw(&gw, &head("Content-Length: 1025\r\n"));
+    assert_eq!(status(&response), 413, "{response}");
+    assert_eq!(reason(&response), "body_too_large", "{response}");
+    assert!(closed, "the connection must close: the body was not read");
+
+    // A chunked body with no declared length: counted as it streams.
+    let chunk = "y".repeat(600);
+    let chunked = format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
+    let (response, closed) = raw(
+        &gw,
+        &format!("{}{chunked}", head("Transfer-Encoding: chunked\r\n")),
+    );
+    assert_eq!(status(&response), 413, "{response}");
+    assert_eq!(reason(&response), "body_too_large", "{response}");
+    assert!(closed);
+
+    // Both are decisions in the log with that reason, and counted.
+    let decisions = gw.wait_decisions(3);
+    let refused = decisions
+        .iter()
+        .filter(|d| d["reason"] == "body_too_large" && d["status"] == 413)
+        .count();
+    assert_eq!(refused, 2, "{decisions:?}");
+}

@@ -347,10 +347,14 @@ fn metrics_pass_promtool_and_move_with_traffic() {
         .filter(|w| w.starts_with("agentgate_"))
         .collect();
     // The gateway's own metrics, and those of the bundle and Graph sources.
-    let defined = ["src/telemetry/metrics.rs", "src/proxy/sources.rs", "src/graph/sync.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(repo().join(f)).unwrap())
-        .collect::<String>();
+    let defined = [
+        "src/telemetry/metrics.rs",
+        "src/proxy/sources.rs",
+        "src/graph/sync.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(repo().join(f)).unwrap())
+    .collect::<String>();
     for name in named {
         let family = ["_bucket", "_sum", "_count"]
             .iter()
