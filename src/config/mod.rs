@@ -17,10 +17,12 @@ pub use tls::{CertificateFiles, ListenerConfig, ListenerTlsConfig, UpstreamTlsCo
 
 use crate::entra::{is_exchange_audience, Issuers};
 use crate::guid::is_guid;
+use crate::request::client::TrustedProxies;
 use http::HeaderName;
+use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use raw::RawConfig;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -113,8 +115,11 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Open connections per listener; more are refused (`0`: no cap).
     pub max_connections: usize,
-    /// Open connections per client address; more are refused (`0`: no cap).
+    /// Open connections per client address; more are refused (`0`: no cap). Trusted
+    /// proxies are exempt: each carries many clients.
     pub max_connections_per_client: usize,
+    /// Proxies (load balancers) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Token validation and signing-key settings.
@@ -441,6 +446,7 @@ impl Config {
             })
         });
 
+        let trusted_proxies = trusted_proxies(&raw.server.trusted_proxies, &mut problems);
         match (problems.is_empty(), admin) {
             (true, Some(admin)) => Ok(Config {
                 path: path.to_path_buf(),
@@ -456,6 +462,7 @@ impl Config {
                     header_read_timeout: raw.server.header_read_timeout,
                     max_connections: raw.server.max_connections,
                     max_connections_per_client: raw.server.max_connections_per_client,
+                    trusted_proxies,
                 },
                 listeners,
                 admin,
@@ -504,6 +511,28 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
         }
         _ => format!("{line}:{column}: {message}"),
     }
+}
+
+/// `server.trusted_proxies`: CIDRs, or addresses (one host each).
+fn trusted_proxies(values: &[String], problems: &mut Vec<String>) -> TrustedProxies {
+    let networks = values
+        .iter()
+        .filter_map(|v| {
+            let parsed = v
+                .parse::<IpNet>()
+                .or_else(|_| v.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => Some(net.trunc()),
+                Err(_) => {
+                    problems.push(format!(
+                        "server.trusted_proxies: {v:?} is not a CIDR or an IP address (e.g. \"10.0.0.0/8\")"
+                    ));
+                    None
+                }
+            }
+        })
+        .collect();
+    TrustedProxies::new(networks)
 }
 
 fn socket(value: &str, key: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {

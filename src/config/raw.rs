@@ -183,6 +183,8 @@ pub struct RawServer {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -199,6 +201,7 @@ impl Default for RawServer {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_client: 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 use super::deadline::HeaderDeadline;
 use super::decision_id::DecisionIds;
 use crate::outcome::{body, Refusal, RequestError};
+use crate::request::client::TrustedProxies;
 use crate::telemetry::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -27,10 +28,12 @@ type Stream = pingora::protocols::Stream;
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The caps; `0` means no cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     pub per_listener: usize,
     pub per_client: usize,
+    /// Peers exempt from the per-client cap: trusted proxies, each carrying many clients.
+    pub exempt: TrustedProxies,
 }
 
 /// Which cap refused a connection (the `limit` metric label).
@@ -116,7 +119,7 @@ impl ConnectionCounts {
             client: None,
         };
         let cap = self.limits.per_client;
-        if let Some(ip) = peer.filter(|_| cap > 0) {
+        if let Some(ip) = peer.filter(|ip| cap > 0 && !self.limits.exempt.contains(*ip)) {
             let mut open = self.clients.entry(ip).or_insert(0);
             if *open >= cap {
                 return Err((listener, Limit::Client));
@@ -248,6 +251,7 @@ mod tests {
             ConnectionLimits {
                 per_listener,
                 per_client,
+                exempt: TrustedProxies::new(vec!["198.51.100.0/24".parse().unwrap()]),
             },
         )
     }
@@ -271,6 +275,17 @@ mod tests {
         let _c = c.admit(at, ip("10.0.0.3")).unwrap();
         drop(b);
         assert_eq!(c.open_on(0), 1);
+    }
+
+    #[test]
+    fn trusted_proxies_are_not_held_to_the_client_cap() {
+        let c = counts(0, 1);
+        let held: Vec<_> = (0..3)
+            .map(|_| c.admit(None, ip("198.51.100.7")).unwrap())
+            .collect();
+        assert_eq!(c.clients(), 0);
+        assert!(c.admit(None, ip("192.0.2.1")).is_ok());
+        drop(held);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct RequestCtx {
     pub(super) upstream_target: Option<(String, String)>,
     /// Request body bytes received so far (counted against the route's `max_body_bytes`).
     pub(super) body_bytes: u64,
+    /// The client: the peer, or the address trusted proxies name (see `request::client`).
+    pub(super) client_ip: Option<std::net::IpAddr>,
 }
 
 impl RequestCtx {

@@ -15,6 +15,7 @@ use super::respond::{client_went_away, send_failure, send_refusal, upstream_fail
 use crate::authorize::{Authorizer, Verdict};
 use crate::outcome::{Outcome, Refusal, RequestError};
 use crate::policy::input::RequestFacts;
+use crate::request::client::{client_address, forwarded, forwarded_for, TrustedProxies};
 use crate::request::framing::check_request;
 use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
@@ -34,6 +35,8 @@ pub struct Gateway {
     pub decision_log: Arc<DecisionLog>,
     pub ids: Arc<DecisionIds>,
     pub limits: RequestLimits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Per-request and per-connection limits, from `[server]`.
@@ -99,11 +102,12 @@ impl Gateway {
         if target.rewritten {
             ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
         }
-        let client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+            .map(|a| a.ip());
+        ctx.client_ip = peer.map(|p| client_address(p, &req.headers, &self.trusted_proxies));
+        let client_ip = ctx.client_ip.map(|c| c.to_string()).unwrap_or_default();
         let facts = RequestFacts {
             method: req.method.as_str(),
             host: &target.host,
@@ -119,6 +123,40 @@ impl Gateway {
             .await;
         ctx.route = Some(route);
         Ok(verdict)
+    }
+
+    /// Replaces `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` with what the gateway
+    /// knows: the trusted chain plus the peer (or the peer alone), the client's protocol
+    /// (the gateway's own listener unless a trusted proxy said otherwise), the client.
+    fn forwarding_headers(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let (Some(peer), Some(client)) = (peer, ctx.client_ip) else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let told = req
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| matches!(*p, "http" | "https"))
+            .filter(|_| self.trusted_proxies.contains(peer));
+        let proto = told
+            .unwrap_or(if tls { "https" } else { "http" })
+            .to_string();
+        let chain = forwarded_for(peer, &req.headers, &self.trusted_proxies);
+        upstream.insert_header("x-forwarded-for", chain)?;
+        upstream.insert_header("x-forwarded-proto", proto.as_str())?;
+        upstream.insert_header("forwarded", forwarded(client, &proto))?;
+        Ok(())
     }
 
     /// Writes `refusal`, closing the connection when its framing is in doubt.
@@ -159,6 +197,7 @@ impl ProxyHttp for Gateway {
             nth_on_connection: 1,
             upstream_target: None,
             body_bytes: 0,
+            client_ip: None,
         }
     }
 
@@ -290,6 +329,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(http::header::HOST, host.as_str())?;
             }
         }
+        self.forwarding_headers(session, upstream, ctx)?;
         add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
         if let Some(cert) = crate::tls::client_certificate(session) {
             upstream.insert_header("x-agentgate-client-cert-sha256", cert.sha256.as_str())?;

@@ -115,6 +115,7 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
             admission::ConnectionLimits {
                 per_listener: config.server.max_connections,
                 per_client: config.server.max_connections_per_client,
+                exempt: config.server.trusted_proxies.clone(),
             },
         )),
     })
@@ -172,6 +173,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         decision_log: decision_log.clone(),
         ids: ids.clone(),
         limits: gateway::RequestLimits::from_config(&config.server),
+        trusted_proxies: config.server.trusted_proxies.clone(),
     };
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();

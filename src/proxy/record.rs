@@ -107,6 +107,7 @@ pub fn request(
         method: req.method.as_str(),
         path,
         path_truncated,
+        client_ip: ctx.client_ip,
         caller_kind: caller.map(|c| c.kind.as_str()),
         tenant: caller.map(|c| &*c.tenant),
         client_id: caller.map(|c| &*c.actor_id),

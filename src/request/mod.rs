@@ -1,8 +1,9 @@
 //! What the gateway reads of a request before anything else, transport-free so the proxy
 //! and `agentgate eval` apply the very same rules: its framing ([`framing`]), and its target,
 //! read once and one way: the path the gateway routes, the policy sees and the upstream
-//! receives ([`path`]), and the host ([`host`]).
+//! receives ([`path`]), and the host ([`host`]); and who the client is ([`client`]).
 
+pub mod client;
 pub mod framing;
 pub mod host;
 pub mod path;

@@ -28,6 +28,8 @@ pub struct DecisionRecord<'a> {
     pub path: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub path_truncated: bool,
+    /// The client: the peer, or the address trusted proxies reported.
+    pub client_ip: Option<std::net::IpAddr>,
     pub caller_kind: Option<&'a str>,
     pub tenant: Option<&'a str>,
     pub client_id: Option<&'a str>,
@@ -243,6 +245,7 @@ mod tests {
             method: "GET",
             path: "/x",
             path_truncated: false,
+            client_ip: None,
             caller_kind: None,
             tenant: None,
             client_id: None,

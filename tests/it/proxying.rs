@@ -409,3 +409,87 @@ fn no_log_level_shows_a_token() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!logged.contains(signature), "a token reached the logs");
 }
+
+/// A GET of `/orders/1` with `token` and `X-Forwarded-For: xff`, from local address `from`.
+fn from_address(gw: &Gateway, from: &str, token: &str, xff: &str) -> Reply {
+    gw.sent(token);
+    let client = reqwest::blocking::Client::builder()
+        .local_address(Some(from.parse().unwrap()))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    Reply::from(
+        client
+            .get(format!("{}/orders/1", gw.base))
+            .bearer_auth(token)
+            .header("x-forwarded-for", xff)
+            .header("x-forwarded-proto", "https")
+            .header("forwarded", "for=6.6.6.6")
+            .send()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_policy_sees_the_real_client_and_spoofing_changes_nothing() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    // The Sales Assistant blueprint may call only from loopback and corp_network (10/8).
+    let mut access: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("policies/data/access.json")).unwrap(),
+    )
+    .unwrap();
+    access["blueprints"][BP_SALES]["locations"] = json!(["loopback", "corp_network"]);
+    // 127.0.0.1 plays the load balancer; 127.0.0.2 is a client connecting directly.
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+            data: vec![("access.json", access)],
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+
+    // Through the proxy from the corporate network: allowed, and the upstream is told.
+    let r = from_address(&gw, "127.0.0.1", &token, "10.1.2.3");
+    r.assert_allowed();
+    assert_eq!(
+        r.upstream_header("x-forwarded-for"),
+        Some("10.1.2.3, 127.0.0.1")
+    );
+    assert_eq!(r.upstream_header("x-forwarded-proto"), Some("https"));
+    assert_eq!(
+        r.upstream_header("forwarded"),
+        Some("for=10.1.2.3;proto=https")
+    );
+
+    // Through the proxy from the internet: the location rule refuses the real client.
+    from_address(&gw, "127.0.0.1", &token, "203.0.113.7").assert_denied(403, "location_denied");
+
+    // A client that prepends a corporate address itself: the proxy's own entry decides.
+    from_address(&gw, "127.0.0.1", &token, "10.9.9.9, 203.0.113.7")
+        .assert_denied(403, "location_denied");
+
+    // A direct client claiming to be elsewhere: not believed, and the header is replaced.
+    let r = from_address(&gw, "127.0.0.2", &token, "203.0.113.7");
+    r.assert_allowed();
+    assert_eq!(r.upstream_header("x-forwarded-for"), Some("127.0.0.2"));
+    assert_eq!(r.upstream_header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        r.upstream_header("forwarded"),
+        Some("for=127.0.0.2;proto=http")
+    );
+
+    // The decision log names the client the policy saw.
+    let decisions = gw.wait_decisions(4);
+    let clients: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["client_ip"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        clients,
+        ["10.1.2.3", "203.0.113.7", "203.0.113.7", "127.0.0.2"],
+        "{decisions:?}"
+    );
+}
