@@ -120,6 +120,11 @@ pub struct ServerSettings {
     pub max_connections_per_client: usize,
     /// Proxies (load balancers) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Accept HTTP/2 with prior knowledge (h2c) on plain-text listeners; TLS listeners
+    /// offer `h2` by ALPN regardless.
+    pub h2c: bool,
+    /// Concurrent HTTP/2 streams a client may open on one connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// Token validation and signing-key settings.
@@ -384,6 +389,9 @@ impl Config {
         if raw.server.header_read_timeout.is_zero() {
             problems.push("server.header_read_timeout must be greater than zero".into());
         }
+        if raw.server.h2_max_concurrent_streams == 0 {
+            problems.push("server.h2_max_concurrent_streams must be at least 1".into());
+        }
         if raw.server.max_uri_bytes < 256 {
             problems.push("server.max_uri_bytes must be at least 256".into());
         }
@@ -463,6 +471,8 @@ impl Config {
                     max_connections: raw.server.max_connections,
                     max_connections_per_client: raw.server.max_connections_per_client,
                     trusted_proxies,
+                    h2c: raw.server.h2c,
+                    h2_max_concurrent_streams: raw.server.h2_max_concurrent_streams,
                 },
                 listeners,
                 admin,

@@ -185,6 +185,10 @@ pub struct RawServer {
     pub max_connections_per_client: usize,
     /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses).
     pub trusted_proxies: Vec<String>,
+    /// HTTP/2 with prior knowledge on plain-text listeners.
+    pub h2c: bool,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for RawServer {
@@ -202,6 +206,8 @@ impl Default for RawServer {
             max_connections: 10_000,
             max_connections_per_client: 1024,
             trusted_proxies: Vec::new(),
+            h2c: false,
+            h2_max_concurrent_streams: 100,
         }
     }
 }

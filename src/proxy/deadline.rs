@@ -11,6 +11,10 @@
 //! before the request line are skipped, and a line ends with `\n` or `\r\n`. So neither
 //! leading `\r\n\r\n` nor bare `\n` line endings can make it think a header block ended
 //! while the parser is still waiting for one.
+//!
+//! A connection that opens with the HTTP/2 client preface (over TLS after ALPN `h2`, or
+//! h2c with prior knowledge) has no header blocks to scan: the deadline stays off for it,
+//! and the HTTP/2 layer's own limits apply (header list size, concurrent streams, resets).
 
 use async_trait::async_trait;
 use pingora::protocols::{
@@ -36,7 +40,12 @@ enum Phase {
     Request,
     /// A response was written; the next read starts a new header.
     Responded,
+    /// An HTTP/2 connection: nothing to scan, no deadline.
+    Http2,
 }
+
+/// The start of the HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
 /// Where the scanner stands inside a header block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +95,8 @@ pub struct HeaderDeadline {
     /// Whether `timer` runs for the header block being read now.
     armed: bool,
     phase: Phase,
+    /// How many bytes read so far match [`H2_PREFACE_START`]; `None` once one did not.
+    preface: Option<usize>,
 }
 
 impl std::fmt::Debug for HeaderDeadline {
@@ -104,6 +115,23 @@ impl HeaderDeadline {
             timer: None,
             armed: false,
             phase: Phase::Header(HeaderScan::Leading),
+            preface: Some(0),
+        }
+    }
+
+    /// Follows the first bytes of the connection: once they are the HTTP/2 preface, the
+    /// connection is HTTP/2 for good.
+    fn check_preface(&mut self, bytes: &[u8]) {
+        let Some(matched) = self.preface else {
+            return;
+        };
+        let rest = &H2_PREFACE_START[matched..];
+        let n = rest.len().min(bytes.len());
+        self.preface = (rest[..n] == bytes[..n]).then_some(matched + n);
+        if self.preface == Some(H2_PREFACE_START.len()) {
+            self.preface = None;
+            self.phase = Phase::Http2;
+            self.armed = false;
         }
     }
 
@@ -154,7 +182,9 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            this.scan(&buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            this.check_preface(read);
+            this.scan(read);
         }
         result
     }

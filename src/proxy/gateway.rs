@@ -99,7 +99,8 @@ impl Gateway {
                 return Err(RequestError::BodyTooLarge);
             }
         }
-        if target.rewritten {
+        // HTTP/2 names the host in `:authority`, which an HTTP/1.1 upstream needs as `Host`.
+        if target.rewritten || req.version == http::Version::HTTP_2 {
             ctx.upstream_target = Some((target.origin_form(), target.host.to_string()));
         }
         let peer = session

@@ -121,6 +121,22 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
     })
 }
 
+/// HTTP/2 limits: the header list as large as an HTTP/1.1 header block may be (a
+/// CONTINUATION flood ends there), the configured concurrent streams, and few pending or
+/// locally caused resets (rapid reset, CVE-2023-44487: a client that keeps resetting
+/// streams is sent GOAWAY).
+fn h2_options(
+    server: &crate::config::ServerSettings,
+) -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::H2Options::default();
+    options
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(64));
+    options
+}
+
 struct KeyRefresh(Arc<KeyStore>);
 
 #[async_trait]
@@ -177,6 +193,10 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     };
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = config.server.h2c;
+    http.server_options = Some(options);
+    http.h2_options = Some(h2_options(&config.server));
     let mut proxy = Service::new(
         "agentgate".to_string(),
         admission::Admission {

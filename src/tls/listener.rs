@@ -31,9 +31,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The protocols listeners offer by ALPN. HTTP/1.1 only for now; once the proxy serves
-/// HTTP/2 this becomes `ALPN::H2H1` and nothing else changes.
-pub const LISTENER_ALPN: ALPN = ALPN::H1;
+/// The protocols listeners offer by ALPN: `h2`, then `http/1.1`.
+pub const LISTENER_ALPN: ALPN = ALPN::H2H1;
 
 /// How long a changed pair is left alone before it is read again and checked.
 const SETTLE: Duration = Duration::from_millis(100);
