@@ -4,6 +4,8 @@
 use crate::support::*;
 use agentgate::dev::tls::TestCa;
 use agentgate::identity::CallerKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A TLS gateway with a certificate for localhost from `ca`.
@@ -197,4 +199,163 @@ fn h2c_applies_the_same_checks_and_outlives_the_header_deadline() {
     call(&gw, &client, "/orders/1", Some(&token), &[])
         .0
         .assert_allowed();
+}
+
+/// Opens an h2c connection to `addr` and resets `n` requests, each `hold` after sending
+/// it; returns how the connection ended (`Ok` when it outlived the flood) and how many
+/// requests went out.
+async fn rapid_reset(
+    addr: &str,
+    authority: &str,
+    token: &str,
+    n: usize,
+    hold: Duration,
+) -> (Result<(), h2::Error>, usize) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut sent = 0;
+    let mut client = Some(client);
+    while sent < n {
+        let Some(Ok(mut ready)) = (match client.take() {
+            Some(c) => Some(c.ready().await),
+            None => None,
+        }) else {
+            break;
+        };
+        let request = http::Request::get(format!("http://{authority}/orders/1"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let Ok((_response, mut stream)) = ready.send_request(request, true) else {
+            break;
+        };
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+        client = Some(ready);
+    }
+    drop(client);
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection ends once the client is done")
+        .unwrap();
+    (ended, sent)
+}
+
+/// The sum of `agentgate_requests_total` over the series whose labels contain `label`.
+fn requests(metrics: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("agentgate_requests_total{") && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn streams_reset_at_once_cost_no_decision_and_others_are_still_served() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "h2c = true".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood = {
+        let (addr, token) = (addr.clone(), token.clone());
+        rt.spawn(async move { rapid_reset(&addr, &addr, &token, 50_000, Duration::ZERO).await })
+    };
+    // Meanwhile a well-behaved client is served.
+    let client = h2c_client();
+    for _ in 0..20 {
+        call(&gw, &client, "/orders/1", Some(&token), &[])
+            .0
+            .assert_allowed();
+    }
+    let (ended, sent) = rt.block_on(flood).unwrap();
+    assert_eq!(sent, 50_000, "{ended:?}");
+    call(&gw, &client, "/orders/1", Some(&token), &[])
+        .0
+        .assert_allowed();
+    // A stream reset before the gateway took it up is dropped by the HTTP/2 layer: only
+    // the well-behaved client's 21 requests were decided.
+    let metrics = gw.metrics();
+    assert_eq!(requests(&metrics, "decision=\"allow\""), 21.0, "{metrics}");
+}
+
+#[test]
+fn streams_reset_after_they_were_taken_up_are_bounded_per_connection() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    // An upstream that accepts and never answers: every forwarded request stays in flight
+    // until the route's read timeout (2 s in these tests).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = silent.local_addr().unwrap().to_string();
+    // Connections open at the upstream now, and the most ever open at once.
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    {
+        let (open, most) = (open.clone(), most.clone());
+        std::thread::spawn(move || {
+            for mut c in silent.incoming().flatten() {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let open = open.clone();
+                std::thread::spawn(move || {
+                    // Held until the gateway lets go of it.
+                    let _ = std::io::copy(&mut c, &mut std::io::sink());
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+    }
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "h2c = true\nh2_max_concurrent_streams = 10".into(),
+            upstreams: Some(vec![upstream]),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Each request is reset 20 ms after it was sent, once the gateway is working on it.
+    let (ended, sent) = rt.block_on(rapid_reset(
+        &addr,
+        &addr,
+        &token,
+        200,
+        Duration::from_millis(20),
+    ));
+    eprintln!(
+        "held resets: {sent} sent, at most {} upstream requests in flight at once",
+        most.load(Ordering::SeqCst)
+    );
+    assert_eq!(sent, 200, "{ended:?}");
+    // A reset ends the request's work: the upstream never holds more than the connection's
+    // stream limit, though every request was forwarded before its reset.
+    assert!(
+        most.load(Ordering::SeqCst) <= 10,
+        "more than h2_max_concurrent_streams in flight"
+    );
+    gw.call("GET", "/orders/1", Some(&token))
+        .assert_denied(504, "upstream_timeout");
 }
