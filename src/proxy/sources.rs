@@ -18,7 +18,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::Arc;
 
 /// Why a configured source could not be set up, or the first bundle not read.
@@ -44,6 +44,7 @@ pub struct Sources {
     pub graph: Option<Arc<SyncDriver>>,
     bundle_polls: IntCounterVec,
     bundle_last_success: IntGauge,
+    bundle_revision: IntGaugeVec,
 }
 
 impl Sources {
@@ -74,6 +75,14 @@ impl Sources {
                 &["result"],
             )
             .map_err(|e| GraphError::Metrics(e.to_string()))?,
+            bundle_revision: IntGaugeVec::new(
+                Opts::new(
+                    "agentgate_bundle_revision_info",
+                    "The manifest revision of the policy bundle in force; value 1.",
+                ),
+                &["revision"],
+            )
+            .map_err(|e| GraphError::Metrics(e.to_string()))?,
             bundle_last_success: IntGauge::new(
                 "agentgate_bundle_last_success_timestamp_seconds",
                 "Unix time of the last poll that ended with a good bundle in force (0: never).",
@@ -89,6 +98,7 @@ impl Sources {
         if self.bundle.is_some() {
             all.push(Box::new(self.bundle_polls.clone()));
             all.push(Box::new(self.bundle_last_success.clone()));
+            all.push(Box::new(self.bundle_revision.clone()));
         }
         if let Some(graph) = &self.graph {
             all.extend(graph.metrics().collectors());
@@ -109,8 +119,13 @@ impl Sources {
                 let c = self.bundle_polls.with_label_values(&[result]);
                 c.inc_by(total.saturating_sub(c.get()));
             }
+            let status = bundle.status();
             self.bundle_last_success
-                .set(bundle.status().last_success_unix.unwrap_or(0) as i64);
+                .set(status.last_success_unix.unwrap_or(0) as i64);
+            self.bundle_revision.reset();
+            if let Some(revision) = &status.revision {
+                self.bundle_revision.with_label_values(&[revision]).set(1);
+            }
         }
         if let Some(graph) = &self.graph {
             graph.metrics().observe(&graph.status());

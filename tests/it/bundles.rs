@@ -862,6 +862,10 @@ fn the_gateway_serves_the_bundle_and_applies_each_published_one() {
     );
     assert!(metric(&metrics, "agentgate_bundle_polls_total{result=\"updated\"}") >= 2.0);
     assert!(metric(&metrics, "agentgate_bundle_last_success_timestamp_seconds") > 0.0);
+    assert_eq!(
+        metric(&metrics, "agentgate_bundle_revision_info{revision=\"r2\"}"),
+        1.0
+    );
 
     // A bundle whose directory does not validate is refused the same way (the reload's
     // gate: compile, validate, run every Rego test).
