@@ -42,8 +42,9 @@ fn local_file(config: &Config) -> Result<(PathBuf, DirectoryFile)> {
     }
 }
 
-/// Reads Graph once and merges `local` on top.
-fn read_and_merge(graph: &GraphConfig, local: &DirectoryFile) -> Result<MergedDirectory> {
+/// Reads the directory from Graph once, as a sync of the gateway does.
+pub fn read_graph(config: &Config) -> Result<DirectoryFile> {
+    let graph = graph_config(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,7 +58,13 @@ fn read_and_merge(graph: &GraphConfig, local: &DirectoryFile) -> Result<MergedDi
             Deadline::after(graph.sync_timeout),
         ))
         .context("reading the directory from Microsoft Graph")?;
-    Ok(merge_owned(read.file, local, MergeOptions::default())?)
+    Ok(read.file)
+}
+
+/// Reads Graph once and merges `local` on top.
+fn read_and_merge(config: &Config, local: &DirectoryFile) -> Result<MergedDirectory> {
+    let graph = read_graph(config)?;
+    Ok(merge_owned(graph, local, MergeOptions::default())?)
 }
 
 /// The same path, whether or not `a` exists yet.
@@ -112,7 +119,7 @@ fn write_atomically(merged: &MergedDirectory, out: &Path) -> Result<()> {
 /// `directory sync`: reads Graph, merges the local file (unless `graph_only`), validates,
 /// and writes the result to `out` atomically.
 pub fn sync(config: &Config, out: &Path, graph_only: bool) -> Result<()> {
-    let graph = graph_config(config)?;
+    graph_config(config)?;
     let (local_path, local) = if graph_only {
         (PathBuf::new(), DirectoryFile::default())
     } else {
@@ -126,7 +133,7 @@ pub fn sync(config: &Config, out: &Path, graph_only: bool) -> Result<()> {
             local_path.display()
         );
     }
-    let merged = read_and_merge(graph, &local)?;
+    let merged = read_and_merge(config, &local)?;
     write_atomically(&merged, out)?;
     let summary = merged.provenance.summary();
     println!(
@@ -145,7 +152,7 @@ pub fn sync(config: &Config, out: &Path, graph_only: bool) -> Result<()> {
 /// `directory diff`: what a sync would change compared with `against` (default: the local
 /// directory file).
 pub fn diff_cmd(config: &Config, against: Option<&Path>, json: bool) -> Result<()> {
-    let graph = graph_config(config)?;
+    graph_config(config)?;
     let (local_path, local) = local_file(config)?;
     let (against_path, before) = match against {
         None => (local_path, local.clone()),
@@ -155,7 +162,7 @@ pub fn diff_cmd(config: &Config, against: Option<&Path>, json: bool) -> Result<(
             (p.to_path_buf(), DirectoryFile::parse(&text, p)?)
         }
     };
-    let merged = read_and_merge(graph, &local)?;
+    let merged = read_and_merge(config, &local)?;
     let changes = diff(&before, &merged.file);
     if json {
         println!("{}", serde_json::to_string_pretty(&changes)?);

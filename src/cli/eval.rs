@@ -3,10 +3,12 @@
 
 use crate::authorize::{Authenticated, Authorizer};
 use crate::config::{Config, IdentityConfig, KeySource};
+use crate::graph::{EntityKind, MergeOptions, MergedDirectory};
 use crate::identity::{KeyStore, TokenValidator};
 use crate::outcome::{Outcome, Refusal, RequestError};
 use crate::policy::input::RequestFacts;
 use crate::policy::PolicySnapshot;
+use crate::reload::with_graph_directory;
 use crate::routes::RouteTable;
 use crate::snapshot::Snapshot;
 use anyhow::{Context, Result};
@@ -36,6 +38,8 @@ pub struct EvalRequest {
     pub client_ip: String,
     pub at: Option<SystemTime>,
     pub explain: bool,
+    /// Merge the directory read from Graph under the set's file, as the gateway does.
+    pub graph: bool,
     pub keys: Keys,
 }
 
@@ -79,13 +83,23 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
     };
     report["request"]["host"] = json!(target.host);
     report["request"]["path"] = json!(target.path);
-    let policy = PolicySnapshot::load(&config.policy.dir, config.policy.timeout, None)
+    // The set the gateway enforces: the configured bundle, or the policy directory.
+    let (mut files, manifest) = super::bundle_cmd::read_configured(config, None)?;
+    let merged = if req.graph {
+        let graph = super::directory::read_graph(config)?;
+        let merged = with_graph_directory(&mut files, &graph, MergeOptions::default())?;
+        report["directory"] = json!({"graph": true, "revision": merged.revision});
+        Some(merged)
+    } else {
+        None
+    };
+    let policy = PolicySnapshot::from_files(&files, config.policy.timeout, None)
         .with_context(|| format!("policy set in {}", config.policy.dir.display()))?;
     let snapshot = Snapshot {
         routes: RouteTable::new(&config.routes)?,
         policy: Arc::new(policy),
         shadow: None,
-        bundle_revision: None,
+        bundle_revision: manifest.map(|m| m.revision.into()),
     };
     let Some(route) = snapshot.routes.find(target.host_name(), &target.path) else {
         return Ok(refused(report, &Refusal::Request(RequestError::NoRoute)));
@@ -154,7 +168,8 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
                 report["decision"] =
                     serde_json::from_str(&value.to_json_str()?).unwrap_or(Value::Null);
                 if req.explain {
-                    report["explain"] = explain(&coverage, &report["caller"], policy);
+                    report["explain"] =
+                        explain(&coverage, &report["caller"], policy, merged.as_ref());
                 }
             }
             Err(e) => report["decision"] = json!({"error": e.to_string()}),
@@ -213,6 +228,7 @@ fn explain(
     coverage: &regorus::coverage::Report,
     caller: &Value,
     snapshot: &PolicySnapshot,
+    merged: Option<&MergedDirectory>,
 ) -> Value {
     let files: Vec<Value> = coverage
         .files
@@ -230,7 +246,18 @@ fn explain(
         })
         .collect();
     let mut data = serde_json::Map::new();
+    let mut sources = serde_json::Map::new();
+    let mut source = |key: String, kind: EntityKind, id: &str| {
+        if let Some(p) = merged.and_then(|m| m.provenance(kind, id)) {
+            sources.insert(key, json!(p));
+        }
+    };
     if let Some(bp) = caller["blueprint"]["id"].as_str() {
+        source(
+            format!("data.directory.blueprints[\"{bp}\"]"),
+            EntityKind::Blueprint,
+            bp,
+        );
         let entry = snapshot
             .directory
             .blueprints
@@ -242,6 +269,11 @@ fn explain(
         );
     }
     if let Some(agent) = caller["agent"]["id"].as_str() {
+        source(
+            format!("data.directory.agents[\"{agent}\"]"),
+            EntityKind::Agent,
+            agent,
+        );
         let entry = snapshot
             .directory
             .agents
@@ -253,6 +285,11 @@ fn explain(
         );
     }
     if let Some(user) = caller["user"].as_str() {
+        source(
+            format!("data.directory.agent_users[\"{user}\"]"),
+            EntityKind::AgentUser,
+            user,
+        );
         if let Some(u) = snapshot
             .directory
             .agent_users
@@ -262,7 +299,7 @@ fn explain(
             data.insert(format!("data.directory.agent_users[\"{user}\"]"), u);
         }
     }
-    json!({"rules": files, "data": data})
+    json!({"rules": files, "data": data, "sources": sources})
 }
 
 /// Renders the report for people.
@@ -369,7 +406,24 @@ pub fn render_text(r: &Value) -> String {
         out.push_str("\nexplain: directory entries of the caller\n");
         for (k, v) in r["explain"]["data"].as_object().into_iter().flatten() {
             out.push_str(&format!("  {k} = {v}\n"));
+            if let Some(s) = r["explain"]["sources"].get(k) {
+                out.push_str(&format!("    from {}", s["source"].as_str().unwrap_or("?")));
+                if let Some(fields) = s["from_file"].as_array().filter(|f| !f.is_empty()) {
+                    let names: Vec<&str> = fields.iter().filter_map(Value::as_str).collect();
+                    out.push_str(&format!(" (the file decided: {})", names.join(", ")));
+                }
+                if s["withheld"] == true {
+                    out.push_str(" (withheld: the Graph data is stale)");
+                }
+                out.push('\n');
+            }
         }
+    }
+    if r["directory"]["graph"] == true {
+        out.push_str(&format!(
+            "\ndirectory: Microsoft Graph with the policy set's file on top (revision {})\n",
+            r["directory"]["revision"].as_str().unwrap_or("?")
+        ));
     }
     out
 }

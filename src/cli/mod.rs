@@ -162,6 +162,11 @@ struct EvalArgs {
     /// Show the policy lines evaluated and the caller's directory entries.
     #[arg(long)]
     explain: bool,
+    /// Read the directory from Microsoft Graph once ([directory.graph]) and merge the
+    /// policy set's directory file on top, as the gateway does; --explain then says where
+    /// each directory value came from.
+    #[arg(long)]
+    graph: bool,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Verify signatures with this JWKS file instead of fetching the tenants' keys.
@@ -478,6 +483,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         client_ip: args.client_ip,
         at: args.at,
         explain: args.explain,
+        graph: args.graph,
         keys,
     };
     let report = eval::evaluate(&config, &request)?;

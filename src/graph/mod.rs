@@ -23,7 +23,8 @@ pub use diff::{diff, DirectoryDiff, EntityKind};
 pub use error::GraphError;
 pub use mapping::{GraphDirectory, ObjectCounts};
 pub use merge::{
-    merge, merge_owned, EntityProvenance, MergeOptions, MergedDirectory, Provenance, Source,
+    merge, merge_owned, EntityProvenance, MergeOptions, MergedDirectory, Provenance,
+    ProvenanceSummary, Source,
 };
 pub use reader::read_directory;
 pub use secret::Secret;

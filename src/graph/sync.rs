@@ -48,13 +48,15 @@ impl SyncedDirectory {
     /// [`super::merge`](mod@super::merge)); Graph-only entities are withheld when stale under
     /// `refuse_unvouched`.
     pub fn merge(&self, local: &DirectoryFile) -> Result<MergedDirectory, DirectoryError> {
-        merge(
-            &self.graph,
-            local,
-            MergeOptions {
-                withhold_graph_only: self.stale && self.on_stale == OnStale::RefuseUnvouched,
-            },
-        )
+        merge(&self.graph, local, self.merge_options())
+    }
+
+    /// How this directory merges: Graph-only entities withheld when it is stale under
+    /// `refuse_unvouched`.
+    pub fn merge_options(&self) -> MergeOptions {
+        MergeOptions {
+            withhold_graph_only: self.stale && self.on_stale == OnStale::RefuseUnvouched,
+        }
     }
 }
 

@@ -132,6 +132,31 @@ impl PolicyFiles {
         Ok(files)
     }
 
+    /// The data document mounted at `data.directory`, if the set has one.
+    pub fn directory_document(&self) -> Option<&SourceFile> {
+        self.data.iter().find(|f| f.data_mount() == ["directory"])
+    }
+
+    /// Replaces the text of the `data.directory` document, adding one named `name` when
+    /// the set has none.
+    pub fn replace_directory(&mut self, name: &str, text: String) {
+        match self
+            .data
+            .iter_mut()
+            .find(|f| f.data_mount() == ["directory"])
+        {
+            Some(f) => f.text = text,
+            None => {
+                self.data.push(SourceFile {
+                    name: name.to_string(),
+                    path: name.into(),
+                    text,
+                });
+                self.data.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
+    }
+
     /// A content hash over every file (names and bytes): the revision of this set.
     pub fn revision(&self) -> String {
         let mut ctx = digest::Context::new(&digest::SHA256);

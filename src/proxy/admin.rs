@@ -133,8 +133,10 @@ impl Admin {
         let snapshot = self.live.load();
         let policy = &snapshot.policy;
         let graph = self.sources.graph_status();
-        // Not ready before a first good Graph sync: callers it vouches for would be refused.
-        let ready = keys.ready() && graph.as_ref().is_none_or(|g| g.ready);
+        let reload = self.reloader.status();
+        // Not ready before a Graph directory is in force: callers it vouches for would be
+        // refused.
+        let ready = keys.ready() && (graph.is_none() || reload.directory.is_some());
         let body = serde_json::json!({
             "ready": ready,
             "pid": std::process::id(),
@@ -144,7 +146,7 @@ impl Admin {
             "unverified_upstreams": snapshot.routes.unverified_upstreams().collect::<Vec<_>>(),
             "tenants": keys.status(),
             "cached_tokens": self.authorizer.cache_stats().entries,
-            "reload": *self.reloader.status(),
+            "reload": *reload,
             "bundle": self.sources.bundle_status().as_deref(),
             "directory_sync": graph,
         });

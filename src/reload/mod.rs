@@ -21,8 +21,7 @@ pub use watch::ReloadTriggers;
 use crate::bundle::LoadedBundle;
 use crate::config::{Config, ConfigError};
 use crate::directory::{DirectoryError, DirectoryFile};
-use crate::graph::SyncedDirectory;
-use crate::policy::files::SourceFile;
+use crate::graph::{MergeOptions, MergedDirectory, ProvenanceSummary, SyncedDirectory};
 use crate::policy::{
     PolicyFiles, PolicyLoadError, PolicySnapshot, ShadowPolicy, TestLimits, DIRECTORY_FILE,
 };
@@ -78,6 +77,23 @@ pub struct Built {
     pub snapshot: Snapshot,
     /// Why the configured shadow set was not loaded, when the previous one was kept.
     pub shadow_error: Option<ReloadError>,
+    /// Where the enforced set's directory came from, when Graph was merged in.
+    pub directory: Option<DirectorySources>,
+}
+
+/// Where the directory in force came from: the Graph revision it was built from and how
+/// much of it the operator's file decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectorySources {
+    /// Content hash of the Graph directory, before the file's overrides.
+    pub graph_revision: String,
+    /// Content hash of the merged directory in force.
+    pub merged_revision: String,
+    /// When Graph's directory was read (Unix seconds).
+    pub graph_synced_unix: u64,
+    /// Entities only the file lists, entities the file overrides, and whether Graph's own
+    /// entities are withheld (stale under `refuse_unvouched`).
+    pub provenance: ProvenanceSummary,
 }
 
 /// What a reload takes from outside the files it reads itself: the newest inputs that
@@ -96,7 +112,7 @@ fn policy_files(
     dir: &Path,
     bundle: Option<&LoadedBundle>,
     graph: Option<&SyncedDirectory>,
-) -> Result<PolicyFiles, ReloadError> {
+) -> Result<(PolicyFiles, Option<DirectorySources>), ReloadError> {
     let mut files = match bundle {
         Some(b) => b.files.clone(),
         None => PolicyFiles::read(dir).map_err(|e| ReloadError::Policy {
@@ -104,49 +120,45 @@ fn policy_files(
             source: e.into(),
         })?,
     };
-    if let Some(graph) = graph {
-        with_graph_directory(&mut files, graph)?;
-    }
-    Ok(files)
+    let sources = match graph {
+        Some(graph) => {
+            let merged = with_graph_directory(&mut files, &graph.graph, graph.merge_options())?;
+            Some(DirectorySources {
+                graph_revision: graph.revision.clone(),
+                merged_revision: merged.revision,
+                graph_synced_unix: crate::clock::unix_secs(graph.synced_at),
+                provenance: merged.provenance.summary(),
+            })
+        }
+        None => None,
+    };
+    Ok((files, sources))
 }
 
 /// Replaces the set's directory document with `graph`'s directory under it: the set's own
 /// file (the operator's overrides) wins field by field (see [`crate::graph::merge()`]).
-fn with_graph_directory(
+/// Returns the merged directory, with the provenance of each entity.
+pub fn with_graph_directory(
     files: &mut PolicyFiles,
-    graph: &SyncedDirectory,
-) -> Result<(), ReloadError> {
-    let position = files
-        .data
-        .iter()
-        .position(|f| f.data_mount() == ["directory"]);
-    let file = position.map_or(DIRECTORY_FILE.to_string(), |i| files.data[i].name.clone());
+    graph: &DirectoryFile,
+    options: MergeOptions,
+) -> Result<MergedDirectory, ReloadError> {
+    let local = files.directory_document();
+    let file = local.map_or(DIRECTORY_FILE.to_string(), |f| f.name.clone());
     let failed = |source| ReloadError::GraphDirectory {
         file: file.clone(),
         source,
     };
-    let local = match position {
-        Some(i) => {
-            DirectoryFile::parse(&files.data[i].text, &files.data[i].path).map_err(failed)?
-        }
+    let local = match local {
+        Some(f) => DirectoryFile::parse(&f.text, &f.path).map_err(failed)?,
         None => DirectoryFile::default(),
     };
-    let merged = graph.merge(&local).map_err(failed)?;
+    let merged = crate::graph::merge(graph, &local, options).map_err(failed)?;
     // Plain data with string keys: serialising cannot fail (and an empty text would fail
     // validation, refusing the reload).
     let text = serde_json::to_string(&merged.file).unwrap_or_default();
-    match position {
-        Some(i) => files.data[i].text = text,
-        None => {
-            files.data.push(SourceFile {
-                name: DIRECTORY_FILE.to_string(),
-                path: DIRECTORY_FILE.into(),
-                text,
-            });
-            files.data.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-    }
-    Ok(())
+    files.replace_directory(DIRECTORY_FILE, text);
+    Ok(merged)
 }
 
 /// Loads a policy set from `files` (read from `origin`) for `config`, its tests run within
@@ -182,13 +194,13 @@ pub fn build_snapshot(
         (Some(_), None) => return Err(ReloadError::NoBundle),
         (None, _) => (None, config.policy.dir.display().to_string()),
     };
-    let files = policy_files(&config.policy.dir, bundle, graph)?;
+    let (files, directory) = policy_files(&config.policy.dir, bundle, graph)?;
     let policy = load_policy(&files, &origin, config, limits)?;
     let routes = RouteTable::new(&config.routes)?;
     let loaded = config.shadow.as_ref().map(|s| {
         let origin = s.dir.display().to_string();
         policy_files(&s.dir, None, graph)
-            .and_then(|files| load_policy(&files, &origin, config, limits))
+            .and_then(|(files, _)| load_policy(&files, &origin, config, limits))
             .map(|snapshot| {
                 Arc::new(ShadowPolicy {
                     snapshot: Arc::new(snapshot),
@@ -210,6 +222,7 @@ pub fn build_snapshot(
             bundle_revision: bundle.map(|b| b.manifest.revision.as_str().into()),
         },
         shadow_error,
+        directory,
     })
 }
 
@@ -302,6 +315,8 @@ pub struct ReloadStatus {
     pub last_trigger: String,
     pub last_error: Option<String>,
     pub last_shadow_error: Option<String>,
+    /// Where the directory in force came from, when it was merged from Graph.
+    pub directory: Option<DirectorySources>,
 }
 
 /// Performs reloads; one at a time.
@@ -420,7 +435,9 @@ impl Reloader {
         let Built {
             snapshot,
             shadow_error,
+            directory,
         } = built;
+        status.directory = directory;
         let revision = snapshot.policy.revision.clone();
         let shadow_revision = snapshot
             .shadow

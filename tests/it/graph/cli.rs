@@ -363,3 +363,97 @@ fn secrets_and_tokens_never_reach_logs_or_errors() {
         }
     }
 }
+
+#[test]
+fn eval_with_graph_decides_on_the_merged_directory_and_says_where_values_came_from() {
+    let fake = FakeGraph::start(small_tenant());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &fake,
+        "client_secret_env = \"AGENTGATE_GRAPH_SECRET\"",
+    );
+    // The shipped policies, with the local overrides as the set's directory file.
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("policies/."))
+        .arg(dir.path().join("policies"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        dir.path().join("policies/data/directory.json"),
+        local_overrides().to_string(),
+    )
+    .unwrap();
+    let key = key("primary");
+    let mut caller = spec(agentgate::identity::CallerKind::AgentApp);
+    caller.client = AGENT_SOUTH_AMERICA.into();
+    let token = mint(&key, &caller);
+    let config = config.to_str().unwrap();
+    let env = [("AGENTGATE_GRAPH_SECRET", SECRET)];
+    let eval = |graph: bool| {
+        let mut args = vec![
+            "eval",
+            "--config",
+            config,
+            "--token",
+            &token,
+            "--path",
+            "/orders/1",
+            "--no-verify",
+            "--explain",
+            "--format",
+            "json",
+        ];
+        if graph {
+            args.push("--graph");
+        }
+        let out = agentgate(&args, &env);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+
+    // The file alone does not list the agent (an agent of a known blueprint is allowed);
+    // Graph lists it at high risk.
+    let local_only = eval(false);
+    assert_eq!(local_only["reason"], "allowed", "{local_only}");
+    assert_eq!(local_only["explain"]["sources"], json!({}));
+    let merged = eval(true);
+    assert_eq!(merged["reason"], "risk_high", "{merged}");
+    assert_eq!(merged["directory"]["graph"], true);
+    let sources = &merged["explain"]["sources"];
+    let agent = &sources[format!("data.directory.agents[\"{AGENT_SOUTH_AMERICA}\"]")];
+    assert_eq!(agent["source"], "graph", "{sources}");
+    let blueprint = &sources[format!("data.directory.blueprints[\"{BP_SALES}\"]")];
+    assert_eq!(blueprint["source"], "graph_and_file", "{sources}");
+    assert!(
+        blueprint["from_file"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("permissions")),
+        "{sources}"
+    );
+    // Nothing secret in what eval printed.
+    let out = agentgate(
+        &[
+            "eval",
+            "--config",
+            config,
+            "--token",
+            &token,
+            "--path",
+            "/orders/1",
+            "--no-verify",
+            "--graph",
+            "--explain",
+        ],
+        &env,
+    );
+    let printed = text(&out);
+    assert!(
+        printed.contains("from graph_and_file (the file decided: "),
+        "{printed}"
+    );
+    assert!(!printed.contains(SECRET));
+}

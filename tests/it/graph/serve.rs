@@ -67,7 +67,18 @@ fn a_change_in_graph_reaches_tokens_issued_before_it() {
     let gw = gateway(&servers, &fake, dir.path());
     let ready = gw.readiness();
     assert_eq!(ready["directory_sync"]["ready"], true, "{ready}");
-    assert!(ready["directory_sync"]["revision"].is_string(), "{ready}");
+    let graph_revision = &ready["directory_sync"]["revision"];
+    assert!(graph_revision.is_string(), "{ready}");
+    // Where the directory in force came from: that Graph revision, with the policy set's
+    // file on top (it lists the agents Graph lists and overrides some of their fields).
+    let sources = &ready["reload"]["directory"];
+    assert_eq!(&sources["graph_revision"], graph_revision, "{ready}");
+    assert!(sources["merged_revision"].is_string(), "{ready}");
+    assert!(
+        sources["provenance"]["overridden"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
+    assert_eq!(sources["provenance"]["withheld"], false, "{ready}");
 
     let token = mint(&key, &spec(CallerKind::AgentApp));
     gw.sent(&token);
@@ -83,8 +94,16 @@ fn a_change_in_graph_reaches_tokens_issued_before_it() {
     // sync loop that does not apply what it reads.
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 
+    // The agent user's parent disabled: its token is refused too.
+    let agent_user = mint(&key, &spec(CallerKind::AgentUser));
+    gw.sent(&agent_user);
+    gw.call("GET", "/orders/1", Some(&agent_user))
+        .assert_denied(403, "agent_disabled");
+
     assert!(fake.state.set_account_enabled(AGENT_EMEA, true));
     until_status(&gw, &token, 200);
+    gw.call("GET", "/orders/1", Some(&agent_user))
+        .assert_allowed();
 
     // The blueprint principal disabled: every agent of the blueprint.
     let principal = agentgate::dev::graph::principal_id(BP_SALES);
