@@ -12,6 +12,9 @@ Full runs then check memory: RSS once 100k distinct tokens are cached, and RSS s
 soak at about half the cached-token throughput, cycling over the same tokens.
 Output: results.json and results.md in --out (default target/load).
 
+Another policy set: `--compare-policies big=DIR` runs this build with the policy directory
+DIR (for instance one whose data/directory.json holds 100,000 agents from
+`agentgate directory sync`), same token, same routes.
 Before and after a change: `--compare before=PATH/TO/OLD/agentgate` (repeatable) adds that
 binary's cached-token row to the same interleaved run, with the same configuration, and
 `--focus cached` keeps only bare pingora and the cached-token rows. Outside smoke runs each
@@ -171,7 +174,7 @@ def write(path, text):
         f.write(text)
 
 
-def agentgate_config(tmp, name, port, cache):
+def agentgate_config(tmp, name, port, cache, policies=os.path.join(ROOT, "policies")):
     write(f"{tmp}/{name}.toml", f"""
 [server]
 threads = 1
@@ -188,7 +191,7 @@ jwks_file = "{tmp}/jwks.json"
 [token_cache]
 enabled = {cache}
 [policy]
-dir = "{ROOT}/policies"
+dir = "{policies}"
 # The budget is wall-clock time: on a shared benchmark host a preempted evaluation would
 # otherwise count as a policy_error. Production keeps the 5 ms default.
 timeout = "25ms"
@@ -245,9 +248,9 @@ backend be
     for name, port, cache in [("agentgate", AG_CACHED, "true"), ("agentgate-uncached", AG_UNCACHED, "false")]:
         config = agentgate_config(tmp, name, port, cache)
         procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", config], logs)
-    for i, (label, binary) in enumerate(compare):
+    for i, (label, binary, policies) in enumerate(compare):
         port = COMPARE_BASE + i
-        config = agentgate_config(tmp, f"compare-{i}", port, "true")
+        config = agentgate_config(tmp, f"compare-{i}", port, "true", policies)
         procs[f"compare-{i}"] = pinned(SUT_CPU, [binary, "serve", "--config", config], logs)
     for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED] + compare_ports(compare):
         wait_port(port)
@@ -256,7 +259,7 @@ backend be
     return procs
 
 
-def wait_compiled_engine(admin_port, deadline=30):
+def wait_compiled_engine(admin_port, deadline=300):
     """Measures start once the compiled policy engine decides, as it does in steady state."""
     end = time.time() + deadline
     state = None
@@ -323,10 +326,13 @@ def main():
     ap.add_argument("--soak-rate", type=int, default=6000, help="requests per second in the soak (about half the cached-token throughput)")
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=BINARY",
                     help="also run this agentgate binary with a cached token, interleaved with the rest (e.g. an earlier build)")
+    ap.add_argument("--compare-policies", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run this build with the policy directory DIR (e.g. a 100,000-agent directory) with a cached token")
     ap.add_argument("--focus", choices=["all", "cached"], default="all",
                     help="cached: only bare pingora, agentgate with a cached token and the --compare binaries")
     args = ap.parse_args()
-    compare = [tuple(c.split("=", 1)) for c in args.compare]
+    compare = [(*c.split("=", 1), os.path.join(ROOT, "policies")) for c in args.compare]
+    compare += [(label, AGENTGATE, os.path.abspath(d)) for label, d in (c.split("=", 1) for c in args.compare_policies)]
     if args.smoke:
         args.rounds, args.duration = 1, 1
     conn_counts = [16] if args.smoke else [16, 64]
@@ -359,7 +365,7 @@ end
             ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False),
             ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False),
         ] + [(f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True)
-             for i, (label, _) in enumerate(compare)]
+             for i, (label, _, _) in enumerate(compare)]
         if args.focus == "cached":
             keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token"}
             configs = [c for c in configs if c[0] in keep or c[0].startswith("agentgate cached token [")]
