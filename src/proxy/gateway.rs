@@ -150,13 +150,11 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|p| matches!(*p, "http" | "https"))
             .filter(|_| self.trusted_proxies.contains(peer));
-        let proto = told
-            .unwrap_or(if tls { "https" } else { "http" })
-            .to_string();
+        let proto = told.unwrap_or(if tls { "https" } else { "http" });
+        upstream.insert_header("forwarded", forwarded(client, proto))?;
+        upstream.insert_header("x-forwarded-proto", proto)?;
         let chain = forwarded_for(peer, &req.headers, &self.trusted_proxies);
         upstream.insert_header("x-forwarded-for", chain)?;
-        upstream.insert_header("x-forwarded-proto", proto.as_str())?;
-        upstream.insert_header("forwarded", forwarded(client, &proto))?;
         Ok(())
     }
 
