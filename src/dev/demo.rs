@@ -30,6 +30,11 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Mint(#[from] super::mint::MintError),
+    #[error("failed to read {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the demo's fake Graph: {0}")]
     Graph(String),
     #[error("failed to listen on {addr}")]
@@ -74,12 +79,12 @@ fn fake_graph(
             "the demo's fake Graph accepts only client_secret_file".into(),
         ));
     };
-    let secret = std::fs::read_to_string(path).map_err(|source| DemoError::Key {
+    let secret = std::fs::read_to_string(path).map_err(|source| DemoError::Read {
         path: path.display().to_string(),
         source,
     })?;
     let directory_path = config.policy.dir.join(DIRECTORY_FILE);
-    let text = std::fs::read_to_string(&directory_path).map_err(|source| DemoError::Key {
+    let text = std::fs::read_to_string(&directory_path).map_err(|source| DemoError::Read {
         path: directory_path.display().to_string(),
         source,
     })?;

@@ -491,3 +491,47 @@ fn warn_about_restart_only_changes(candidate: &Config, running: &Config) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::DirectoryFile;
+
+    fn graph() -> DirectoryFile {
+        DirectoryFile::parse(
+            r#"{"blueprints": {"cccccccc-3333-3333-3333-000000000001": {"name": "From Graph"}}}"#,
+            Path::new("graph"),
+        )
+        .unwrap()
+    }
+
+    fn files_with_directory(text: Option<&str>) -> PolicyFiles {
+        let mut files = PolicyFiles::default();
+        if let Some(text) = text {
+            files.replace_directory(DIRECTORY_FILE, text.to_string());
+        }
+        files
+    }
+
+    #[test]
+    fn the_graph_directory_is_added_when_the_set_has_no_directory_file() {
+        let mut files = files_with_directory(None);
+        let merged = with_graph_directory(&mut files, &graph(), MergeOptions::default()).unwrap();
+        let doc = files.directory_document().expect("a directory document");
+        assert_eq!(doc.name, DIRECTORY_FILE);
+        assert!(doc.text.contains("From Graph"), "{}", doc.text);
+        assert_eq!(merged.file.blueprints.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_file_that_does_not_parse_refuses_the_merge_and_is_left_alone() {
+        let mut files = files_with_directory(Some("{ not json"));
+        let err = with_graph_directory(&mut files, &graph(), MergeOptions::default())
+            .expect_err("refused");
+        assert!(
+            matches!(&err, ReloadError::GraphDirectory { file, .. } if file == DIRECTORY_FILE),
+            "{err}"
+        );
+        assert_eq!(files.directory_document().unwrap().text, "{ not json");
+    }
+}

@@ -25,10 +25,6 @@ impl TrustedProxies {
         let addr = canonical(addr);
         self.0.iter().any(|n| n.contains(&addr))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.

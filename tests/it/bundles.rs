@@ -779,25 +779,6 @@ fn check_fetches_the_configured_bundle_url_with_a_token_from_the_environment() {
     assert!(!text(&wrong).contains("wrong-token"), "{}", text(&wrong));
 }
 
-/// Polls `call` until the request on `gw` gets `status`, failing after 10 s; returns how
-/// long it took.
-fn until_status(gw: &Gateway, token: &str, status: u16) -> Duration {
-    let started = std::time::Instant::now();
-    loop {
-        let r = gw.call("GET", "/orders/1", Some(token));
-        if r.status == status {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still {} (not {status}) after 10 s:\n{}",
-            r.status,
-            gw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_gateway_serves_the_bundle_and_applies_each_published_one() {
     let server = BundleServer::start();
@@ -826,7 +807,7 @@ fn the_gateway_serves_the_bundle_and_applies_each_published_one() {
 
     // A published bundle is enforced within one poll interval (plus the reload).
     server.publish(bundle_with("r2", None, |_| {}));
-    let took = until_status(&gw, &token, 200);
+    let took = gw.until_status(&token, 200);
     assert!(took < Duration::from_secs(5), "r2 took {took:?}");
     gw.call("GET", "/orders/1", Some(&token)).assert_allowed();
     assert_eq!(gw.readiness()["bundle"]["revision"], "r2");

@@ -534,6 +534,25 @@ audiences = ["{API_URI}", "{API}"]
         }
     }
 
+    /// Repeats `GET /orders/1` with `token` until it answers `status`; returns how long that
+    /// took, failing after 10 s.
+    pub fn until_status(&self, token: &str, status: u16) -> Duration {
+        let started = Instant::now();
+        loop {
+            let r = self.call("GET", "/orders/1", Some(token));
+            if r.status == status {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still {} (not {status}) after 10 s:\n{}",
+                r.status,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
         self.admin_request("GET", "/metrics")

@@ -38,25 +38,6 @@ max_retries = 0
     )
 }
 
-/// Polls a request with `token` until it gets `status`; returns how long that took,
-/// failing after 10 s.
-fn until_status(gw: &Gateway, token: &str, status: u16) -> std::time::Duration {
-    let started = Instant::now();
-    loop {
-        let r = gw.call("GET", "/orders/1", Some(token));
-        if r.status == status {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "still {} (not {status}) after 10 s:\n{}",
-            r.status,
-            gw.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_change_in_graph_reaches_tokens_issued_before_it() {
     let key = key("primary");
@@ -86,7 +67,7 @@ fn a_change_in_graph_reaches_tokens_issued_before_it() {
 
     // Disabled in Entra: refused within one sync interval plus one second.
     assert!(fake.state.set_account_enabled(AGENT_EMEA, false));
-    let took = until_status(&gw, &token, 403);
+    let took = gw.until_status(&token, 403);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(403, "agent_disabled");
     eprintln!("agent disabled in Graph: refused after {took:?}");
@@ -101,26 +82,26 @@ fn a_change_in_graph_reaches_tokens_issued_before_it() {
         .assert_denied(403, "agent_disabled");
 
     assert!(fake.state.set_account_enabled(AGENT_EMEA, true));
-    until_status(&gw, &token, 200);
+    gw.until_status(&token, 200);
     gw.call("GET", "/orders/1", Some(&agent_user))
         .assert_allowed();
 
     // The blueprint principal disabled: every agent of the blueprint.
     let principal = agentgate::dev::graph::principal_id(BP_SALES);
     assert!(fake.state.set_account_enabled(&principal, false));
-    until_status(&gw, &token, 403);
+    gw.until_status(&token, 403);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(403, "blueprint_disabled");
     assert!(fake.state.set_account_enabled(&principal, true));
-    until_status(&gw, &token, 200);
+    gw.until_status(&token, 200);
 
     // Marked risky by ID Protection.
     assert!(fake.state.set_risk(AGENT_EMEA, "high", "atRisk"));
-    until_status(&gw, &token, 403);
+    gw.until_status(&token, 403);
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(403, "risk_high");
     assert!(fake.state.set_risk(AGENT_EMEA, "none", "remediated"));
-    until_status(&gw, &token, 200);
+    gw.until_status(&token, 200);
 
     // Graph failing: the last good directory keeps serving, and /readyz says why.
     fake.state
