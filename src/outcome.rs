@@ -248,13 +248,13 @@ impl Refusal {
     }
 
     /// The gRPC status a gRPC client gets for this refusal.
-    pub fn grpc_status(&self) -> u32 {
+    pub fn grpc_status(&self) -> u8 {
         grpc_status_for(self.status())
     }
 }
 
 /// The gRPC status code for an HTTP status (the mapping of gRPC's HTTP-to-gRPC table).
-pub fn grpc_status_for(status: u16) -> u32 {
+pub fn grpc_status_for(status: u16) -> u8 {
     match status {
         400 | 414 | 431 => 3, // INVALID_ARGUMENT
         401 => 16,            // UNAUTHENTICATED
@@ -264,6 +264,13 @@ pub fn grpc_status_for(status: u16) -> u32 {
         502..=504 => 14,      // UNAVAILABLE
         _ => 2,               // UNKNOWN
     }
+}
+
+/// A reason as a `grpc-message` value: percent-encoded as the gRPC HTTP/2 protocol says
+/// (every byte outside printable ASCII, and `%`).
+pub fn grpc_message(reason: &str) -> String {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(reason, ESCAPED).to_string()
 }
 
 fn bearer(error: &str, description: &str) -> Cow<'static, str> {
@@ -346,7 +353,7 @@ mod tests {
 
     #[test]
     fn every_refusal_has_its_status_challenge_and_grpc_status() {
-        let cases: Vec<(Refusal, u16, &str, Option<&str>, u32)> = vec![
+        let cases: Vec<(Refusal, u16, &str, Option<&str>, u8)> = vec![
             (
                 Refusal::Token(TokenError::Missing),
                 401,
@@ -459,5 +466,12 @@ mod tests {
             v,
             serde_json::json!({"error": "forbidden", "reason": "agent_disabled", "decision_id": "abc"})
         );
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_message("missing_token"), "missing_token");
+        assert_eq!(grpc_message("50% off\n"), "50%25 off%0A");
+        assert_eq!(grpc_message("caf\u{e9}"), "caf%C3%A9");
     }
 }

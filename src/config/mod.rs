@@ -264,6 +264,14 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// The largest request body forwarded, counted as it streams; `None`: no limit.
     pub max_body_bytes: Option<u64>,
+    /// The longest a request may take, its response included; `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// The upstreams speak HTTP/2 (ALPN `h2` over TLS, h2c over plain TCP).
+    pub upstream_h2: bool,
+    /// Refusals are gRPC-shaped and answers' `grpc-status` is counted.
+    pub grpc: bool,
+    /// WebSocket upgrades are forwarded; on other routes they are refused.
+    pub websocket: bool,
     /// Set when the upstreams are `https://`.
     pub tls: Option<UpstreamTlsConfig>,
 }
@@ -858,6 +866,23 @@ fn route(
             "{key}: audiences is empty: add the API's client id and App ID URI (api://...)"
         ));
     }
+    let upstream_h2 = match r.upstream_protocol {
+        Some(raw::RawUpstreamProtocol::H2) => true,
+        Some(raw::RawUpstreamProtocol::Http1) => {
+            if r.grpc {
+                problems.push(format!(
+                    "{key}: grpc needs upstream_protocol = \"h2\" (gRPC is HTTP/2 only)"
+                ));
+            }
+            false
+        }
+        None => r.grpc,
+    };
+    if r.websocket && upstream_h2 {
+        problems.push(format!(
+            "{key}: websocket upgrades need upstream_protocol = \"http1\""
+        ));
+    }
     (problems.len() == before).then(|| RouteConfig {
         id: r.id,
         hosts: r
@@ -874,6 +899,10 @@ fn route(
         connect_timeout: r.connect_timeout,
         read_timeout: r.read_timeout,
         max_body_bytes: (r.max_body_bytes > 0).then_some(r.max_body_bytes),
+        request_timeout: r.request_timeout.filter(|t| !t.is_zero()),
+        upstream_h2,
+        grpc: r.grpc,
+        websocket: r.websocket,
         tls,
     })
 }

@@ -457,8 +457,30 @@ pub struct RawRoute {
     /// The largest request body forwarded (`0`: no limit).
     #[serde(default)]
     pub max_body_bytes: u64,
+    /// The longest a request may take from arrival to the end of its response (`0s`: no
+    /// limit); long-lived streams are ended when it runs out.
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// HTTP version to the upstreams; `grpc = true` implies `h2`.
+    pub upstream_protocol: Option<RawUpstreamProtocol>,
+    /// The route serves gRPC: refusals are gRPC statuses, answers' `grpc-status` counted.
+    #[serde(default)]
+    pub grpc: bool,
+    /// WebSocket upgrades are forwarded (refused otherwise).
+    #[serde(default)]
+    pub websocket: bool,
     /// Settings for `https://` upstreams.
     pub tls: Option<RawUpstreamTls>,
+}
+
+/// `upstream_protocol`: the HTTP version spoken to a route's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawUpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2: ALPN `h2` over TLS, prior knowledge (h2c) over plain TCP.
+    H2,
 }
 
 /// `[routes.tls]`: how the gateway connects to `https://` upstreams.

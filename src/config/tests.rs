@@ -473,3 +473,52 @@ page_size = 1000"#,
     // An inline secret is not a field, and the error must not echo its value.
     assert!(!unknown.contains("inline"), "{unknown}");
 }
+
+/// `MINIMAL`'s route with `lines` added.
+fn route_with(lines: &str) -> Result<Config, ConfigError> {
+    let text = MINIMAL.replace(
+        "upstreams = [\"127.0.0.1:9001\"]",
+        &format!("upstreams = [\"127.0.0.1:9001\"]\n{lines}"),
+    );
+    Config::parse(&text, Path::new("a.toml"))
+}
+
+#[test]
+fn route_protocols_default_to_http1_and_grpc_implies_h2() {
+    let plain = &route_with("").unwrap().routes[0];
+    assert!(!plain.upstream_h2 && !plain.grpc && !plain.websocket);
+    assert_eq!(plain.request_timeout, None);
+    let grpc = &route_with("grpc = true").unwrap().routes[0];
+    assert!(grpc.grpc && grpc.upstream_h2);
+    let h2 = &route_with("upstream_protocol = \"h2\"").unwrap().routes[0];
+    assert!(h2.upstream_h2 && !h2.grpc);
+    let ws = &route_with("websocket = true\nrequest_timeout = \"90s\"")
+        .unwrap()
+        .routes[0];
+    assert!(ws.websocket);
+    assert_eq!(ws.request_timeout, Some(Duration::from_secs(90)));
+    let zero = &route_with("request_timeout = \"0s\"").unwrap().routes[0];
+    assert_eq!(zero.request_timeout, None);
+}
+
+#[test]
+fn route_protocols_that_cannot_work_are_refused() {
+    for (lines, problem) in [
+        (
+            "grpc = true\nupstream_protocol = \"http1\"",
+            "grpc needs upstream_protocol = \"h2\"",
+        ),
+        (
+            "websocket = true\nupstream_protocol = \"h2\"",
+            "websocket upgrades need upstream_protocol = \"http1\"",
+        ),
+        ("websocket = true\ngrpc = true", "websocket upgrades need"),
+    ] {
+        let err = route_with(lines).unwrap_err().to_string();
+        assert!(err.contains(problem), "{lines}: {err}");
+    }
+    let err = route_with("upstream_protocol = \"h3\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `h3`"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! What one request carries from phase to phase.
 
+use super::respond::Dialect;
 use crate::authorize::{Authenticated, ShadowVerdict};
-use crate::outcome::{Outcome, UpstreamFailure};
+use crate::outcome::{grpc_status_for, Outcome, UpstreamFailure};
 use crate::routes::Route;
 use crate::snapshot::Snapshot;
 use std::sync::Arc;
@@ -33,6 +34,37 @@ pub struct RequestCtx {
     pub(super) body_bytes: u64,
     /// The client: the peer, or the address trusted proxies name (see `request::client`).
     pub(super) client_ip: Option<std::net::IpAddr>,
+    /// The `grpc-status` the upstream answered with (gRPC routes).
+    pub(super) grpc_status: Option<GrpcStatus>,
+}
+
+/// A `grpc-status` as an upstream sent it: a code, or something that is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcStatus {
+    Code(u8),
+    Invalid,
+}
+
+impl GrpcStatus {
+    /// Reads a `grpc-status` header value.
+    pub fn parse(value: &http::HeaderValue) -> Self {
+        match value.to_str().ok().and_then(|v| v.parse::<u8>().ok()) {
+            Some(code) if code <= 16 => Self::Code(code),
+            _ => Self::Invalid,
+        }
+    }
+
+    /// A closed metric label: `0` to `16`, or `invalid`.
+    pub fn label(self) -> &'static str {
+        const CODES: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        match self {
+            Self::Code(code) => CODES[usize::from(code)],
+            Self::Invalid => "invalid",
+        }
+    }
 }
 
 impl RequestCtx {
@@ -42,6 +74,30 @@ impl RequestCtx {
             (Some(f), _) => f.reason(),
             (None, Some(o)) => o.reason(),
             (None, None) => "",
+        }
+    }
+
+    /// How the gateway's own answers are shaped: gRPC on gRPC routes.
+    pub(super) fn dialect(&self) -> Dialect {
+        match &self.route {
+            Some(route) if route.config.grpc => Dialect::Grpc,
+            _ => Dialect::Http,
+        }
+    }
+
+    /// The `grpc-status` the client got on a gRPC route: the gateway's for its own
+    /// answers, else the upstream's valid one.
+    pub(super) fn grpc_status_sent(&self) -> Option<u8> {
+        if self.dialect() != Dialect::Grpc {
+            return None;
+        }
+        match (&self.upstream_failure, &self.outcome) {
+            (Some(f), _) => Some(grpc_status_for(f.status())),
+            (None, Some(Outcome::Refused(r))) => Some(r.grpc_status()),
+            _ => match self.grpc_status {
+                Some(GrpcStatus::Code(code)) => Some(code),
+                _ => None,
+            },
         }
     }
 

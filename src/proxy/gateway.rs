@@ -7,11 +7,11 @@
 //! `fail_to_proxy` answers refusals made while the body streamed and maps upstream
 //! failures; `logging` records the request once.
 
-use super::context::RequestCtx;
+use super::context::{GrpcStatus, RequestCtx};
 use super::decision_id::DecisionIds;
 use super::headers::{add_identity_headers, strip_inbound_headers};
 use super::record;
-use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure};
+use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure, Dialect};
 use crate::authorize::{Authorizer, Verdict};
 use crate::outcome::{Outcome, Refusal, RequestError};
 use crate::policy::input::RequestFacts;
@@ -89,6 +89,7 @@ impl Gateway {
             .find(target.host_name(), &target.path)
             .cloned()
             .ok_or(RequestError::NoRoute)?;
+        ctx.route = Some(Arc::clone(&route));
         if let Some(limit) = route.config.max_body_bytes {
             // The framing check accepted the length, so it parses.
             let declared = req
@@ -122,7 +123,6 @@ impl Gateway {
             .authorizer
             .authorize(&ctx.snapshot, &route.access, &facts, false)
             .await;
-        ctx.route = Some(route);
         Ok(verdict)
     }
 
@@ -171,7 +171,7 @@ impl Gateway {
         if let Refusal::PolicyError(e) = &refusal {
             tracing::error!(decision_id = %ctx.decision_id, revision = %ctx.snapshot.policy.revision, error = %e, "policy could not decide; denying");
         }
-        let sent = send_refusal(session, &refusal, &ctx.decision_id).await;
+        let sent = send_refusal(session, &refusal, &ctx.decision_id, ctx.dialect()).await;
         ctx.outcome = Some(Outcome::Refused(refusal));
         sent.map(|()| true)
     }
@@ -197,6 +197,7 @@ impl ProxyHttp for Gateway {
             upstream_target: None,
             body_bytes: 0,
             client_ip: None,
+            grpc_status: None,
         }
     }
 
@@ -296,6 +297,10 @@ impl ProxyHttp for Gateway {
         peer.options.total_connection_timeout = Some(route.config.connect_timeout);
         peer.options.read_timeout = Some(route.config.read_timeout);
         peer.options.write_timeout = Some(route.config.read_timeout);
+        if route.config.upstream_h2 {
+            // Over TLS this offers ALPN `h2` alone; over plain TCP pingora speaks h2c.
+            peer.options.set_http_version(2, 2);
+        }
         ctx.tries += 1;
         Ok(Box::new(peer))
     }
@@ -334,6 +339,35 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-agentgate-client-cert-sha256", cert.sha256.as_str())?;
         }
         ctx.forwarded_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A trailers-only gRPC answer carries its status in the headers.
+        if ctx.dialect() == Dialect::Grpc {
+            if let Some(v) = response.headers.get("grpc-status") {
+                ctx.grpc_status = Some(GrpcStatus::parse(v));
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.dialect() == Dialect::Grpc {
+            if let Some(v) = trailers.get("grpc-status") {
+                ctx.grpc_status = Some(GrpcStatus::parse(v));
+            }
+        }
         Ok(())
     }
 
@@ -376,7 +410,8 @@ impl ProxyHttp for Gateway {
         if let Some(Outcome::Refused(refusal)) = &ctx.outcome {
             // Refused while the body streamed (the body limit): the client gets the refusal.
             if session.response_written().is_none() {
-                if let Err(err) = send_refusal(session, refusal, &ctx.decision_id).await {
+                let sent = send_refusal(session, refusal, &ctx.decision_id, ctx.dialect()).await;
+                if let Err(err) = sent {
                     tracing::debug!(error = %err, "could not send the refusal");
                 }
             }
@@ -390,7 +425,8 @@ impl ProxyHttp for Gateway {
         // A client that went away needs no answer.
         let gone = client_went_away(e);
         if !gone && session.response_written().is_none() {
-            if let Err(err) = send_failure(session, failure, &ctx.decision_id).await {
+            let sent = send_failure(session, failure, &ctx.decision_id, ctx.dialect()).await;
+            if let Err(err) = sent {
                 tracing::debug!(error = %err, "could not send error response");
             }
         }

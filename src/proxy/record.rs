@@ -1,7 +1,7 @@
 //! Recording a request once it is done: its metrics and its decision log line, both derived
 //! from the request's outcome. Labels come only from closed sets.
 
-use super::context::RequestCtx;
+use super::context::{GrpcStatus, RequestCtx};
 use crate::authorize::Verdict;
 use crate::outcome::Outcome;
 use crate::policy::PolicySnapshot;
@@ -64,6 +64,13 @@ pub fn upstream(metrics: &Metrics, ctx: &RequestCtx, status: u16) {
             .upstream_responses
             .with_label_values(&[&*route.id, class])
             .inc();
+        if route.config.grpc {
+            let grpc = ctx.grpc_status.map_or("missing", GrpcStatus::label);
+            metrics
+                .grpc_responses
+                .with_label_values(&[&*route.id, grpc])
+                .inc();
+        }
     }
 }
 
@@ -120,6 +127,7 @@ pub fn request(
         user_oid: caller.and_then(|c| c.user_oid()),
         allow,
         status,
+        grpc_status: ctx.grpc_status_sent(),
         reason,
         revision: &policy.revision,
         bundle_revision: ctx.snapshot.bundle_revision.as_deref(),

@@ -1,18 +1,29 @@
 //! Writing the gateway's own answers: refusals and upstream failures, rendered from the one
-//! table in [`crate::outcome`], and the pingora errors read as upstream failures.
+//! table in [`crate::outcome`] as HTTP or, on gRPC routes, as gRPC statuses; and the
+//! pingora errors read as upstream failures.
 
-use crate::outcome::{body, Refusal, UpstreamFailure};
+use crate::outcome::{body, grpc_message, grpc_status_for, Refusal, UpstreamFailure};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+
+/// How the gateway's own answers are shaped for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// A status and a JSON body.
+    Http,
+    /// A trailers-only gRPC answer: HTTP 200, `grpc-status` and `grpc-message`, no body.
+    Grpc,
+}
 
 /// Writes `refusal` as the complete response.
 pub async fn send_refusal(
     session: &mut Session,
     refusal: &Refusal,
     decision_id: &str,
+    dialect: Dialect,
 ) -> Result<()> {
-    let mut header = head(refusal.status(), refusal.reason(), decision_id)?;
+    let mut header = head(refusal.status(), refusal.reason(), decision_id, dialect)?;
     if let Some(w) = refusal.www_authenticate() {
         header.insert_header(http::header::WWW_AUTHENTICATE, &*w)?;
     }
@@ -28,6 +39,7 @@ pub async fn send_refusal(
         refusal.status(),
         refusal.reason(),
         decision_id,
+        dialect,
     )
     .await
 }
@@ -37,19 +49,30 @@ pub async fn send_failure(
     session: &mut Session,
     failure: UpstreamFailure,
     decision_id: &str,
+    dialect: Dialect,
 ) -> Result<()> {
-    let header = head(failure.status(), failure.reason(), decision_id)?;
+    let header = head(failure.status(), failure.reason(), decision_id, dialect)?;
     write(
         session,
         header,
         failure.status(),
         failure.reason(),
         decision_id,
+        dialect,
     )
     .await
 }
 
-fn head(status: u16, reason: &str, decision_id: &str) -> Result<ResponseHeader> {
+fn head(status: u16, reason: &str, decision_id: &str, dialect: Dialect) -> Result<ResponseHeader> {
+    if dialect == Dialect::Grpc {
+        let mut header = ResponseHeader::build(200, Some(6))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+        header.insert_header("grpc-status", grpc_status_for(status).to_string())?;
+        header.insert_header("grpc-message", grpc_message(reason))?;
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        header.insert_header("x-agentgate-decision-id", decision_id)?;
+        return Ok(header);
+    }
     let len = body(status, reason, decision_id).len();
     let mut header = ResponseHeader::build(status, Some(6))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -65,7 +88,12 @@ async fn write(
     status: u16,
     reason: &str,
     decision_id: &str,
+    dialect: Dialect,
 ) -> Result<()> {
+    if dialect == Dialect::Grpc {
+        // Trailers-only: the status travels in the one header block that ends the stream.
+        return session.write_response_header(Box::new(header), true).await;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;

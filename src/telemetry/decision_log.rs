@@ -40,6 +40,10 @@ pub struct DecisionRecord<'a> {
     pub user_oid: Option<&'a str>,
     pub allow: bool,
     pub status: u16,
+    /// On gRPC routes: the `grpc-status` the client got (the gateway's own, or the
+    /// upstream's when it sent a valid one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u8>,
     pub reason: &'a str,
     pub revision: &'a str,
     /// The manifest revision of the policy bundle in force, when the set came from one.
@@ -256,6 +260,7 @@ mod tests {
             user_oid: None,
             allow: false,
             status: 403,
+            grpc_status: None,
             reason: "r",
             revision: "v",
             bundle_revision: None,

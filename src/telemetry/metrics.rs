@@ -25,6 +25,7 @@ pub struct Metrics {
     pub policy_evaluation_seconds: Histogram,
     pub upstream_seconds: HistogramVec,
     pub upstream_responses: IntCounterVec,
+    pub grpc_responses: IntCounterVec,
     key_fetches: IntCounterVec,
     keys_loaded: IntGaugeVec,
     key_age_seconds: IntGaugeVec,
@@ -91,6 +92,13 @@ impl Metrics {
                     "Upstream responses by status class.",
                 ),
                 &["route", "class"],
+            )?,
+            grpc_responses: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_grpc_responses_total",
+                    "Upstream answers on gRPC routes by grpc-status (missing: none sent).",
+                ),
+                &["route", "grpc_status"],
             )?,
             key_fetches: IntCounterVec::new(
                 Opts::new(
@@ -199,6 +207,7 @@ impl Metrics {
         m.registry.register(Box::new(m.upstream_seconds.clone()))?;
         m.registry
             .register(Box::new(m.upstream_responses.clone()))?;
+        m.registry.register(Box::new(m.grpc_responses.clone()))?;
         m.registry.register(Box::new(m.key_fetches.clone()))?;
         m.registry.register(Box::new(m.keys_loaded.clone()))?;
         m.registry.register(Box::new(m.key_age_seconds.clone()))?;

@@ -14,6 +14,7 @@ mod cli;
 mod demo;
 mod fixtures;
 mod graph;
+mod grpc;
 mod http2;
 mod http_abuse;
 mod input_schema;
