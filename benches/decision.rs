@@ -183,6 +183,8 @@ fn benches(c: &mut Criterion) {
         client_ip: "127.0.0.1",
         headers: &headers,
         time_ns: now() * 1_000_000_000,
+        upgrade: None,
+        client_certificate: None,
     };
     let parts = InputParts {
         route: &route.input,

@@ -79,6 +79,8 @@ pub enum RequestError {
     InvalidHost,
     MissingHost,
     NoRoute,
+    /// A WebSocket upgrade on a route without `websocket = true`.
+    UpgradeNotAllowed,
     TooManyConnections,
 }
 
@@ -87,6 +89,8 @@ pub enum RequestError {
 pub enum UpstreamFailure {
     Unreachable,
     Timeout,
+    /// The route's `request_timeout` ran out before the answer began.
+    RequestTimeout,
     Tls,
     /// The upstream broke the exchange (a reset, an invalid response).
     Error,
@@ -122,6 +126,7 @@ impl RequestError {
             Self::UriTooLong => 414,
             Self::BodyTooLarge => 413,
             Self::NoRoute => 404,
+            Self::UpgradeNotAllowed => 403,
             Self::TooManyConnections => 503,
         }
     }
@@ -138,6 +143,7 @@ impl RequestError {
             Self::InvalidHost => "invalid_host",
             Self::MissingHost => "missing_host",
             Self::NoRoute => "no_route",
+            Self::UpgradeNotAllowed => "upgrade_not_allowed",
             Self::TooManyConnections => "too_many_connections",
         }
     }
@@ -148,7 +154,7 @@ impl UpstreamFailure {
     pub fn status(self) -> u16 {
         match self {
             Self::Unreachable | Self::Tls | Self::Error => 502,
-            Self::Timeout => 504,
+            Self::Timeout | Self::RequestTimeout => 504,
             Self::BadRequest => 400,
             Self::Status(code) => code,
             Self::Internal => 500,
@@ -160,6 +166,7 @@ impl UpstreamFailure {
         match self {
             Self::Unreachable => "upstream_unreachable",
             Self::Timeout => "upstream_timeout",
+            Self::RequestTimeout => "request_timeout",
             Self::Tls => "upstream_tls_error",
             Self::Error => "upstream_error",
             Self::BadRequest => "bad_request",
@@ -435,6 +442,13 @@ mod tests {
                 "too_many_connections",
                 None,
                 14,
+            ),
+            (
+                Refusal::Request(RequestError::UpgradeNotAllowed),
+                403,
+                "upgrade_not_allowed",
+                None,
+                7,
             ),
         ];
         for (r, status, reason, challenge, grpc) in cases {

@@ -992,7 +992,7 @@ proptest! {
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("user-agent", http::HeaderValue::from_str(&header).unwrap());
-        let facts = RequestFacts { method: &method, host: "h", path: &path, query: &query, client_ip: &ip, headers: &headers, time_ns: 7 };
+        let facts = RequestFacts { method: &method, host: "h", path: &path, query: &query, client_ip: &ip, headers: &headers, time_ns: 7, upgrade: None, client_certificate: None };
         let parts = InputParts { route: &RouteInput::new("r", "/"), token: &token, directory: &PreparedDirectory::default(), resolution: &Resolution::default(), input_headers: &[http::HeaderName::from_static("user-agent")] };
         let input = build_input(&facts, parts);
         let json: serde_json::Value = serde_json::from_str(&input.to_json_str().unwrap()).unwrap();

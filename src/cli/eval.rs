@@ -130,6 +130,8 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
         client_ip: &req.client_ip,
         headers: &headers,
         time_ns: crate::clock::unix_nanos(at),
+        upgrade: None,
+        client_certificate: None,
     };
     let verdict = match req.keys {
         Keys::NoVerify => {

@@ -9,6 +9,7 @@
 
 use crate::directory::{AgentIdentity, AgentUser, Blueprint, Directory, Resolution};
 use crate::identity::{Caller, CallerKind, VerifiedToken};
+use crate::tls::ClientCertificate;
 use regorus::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
@@ -49,6 +50,14 @@ struct Keys {
     expires_at: Value,
     risk: Value,
     risk_state: Value,
+    upgrade: Value,
+    client_certificate: Value,
+    sans: Value,
+    sha256: Value,
+    dns: Value,
+    uri: Value,
+    ip: Value,
+    email: Value,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
@@ -86,6 +95,14 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     expires_at: "expires_at".into(),
     risk: "risk".into(),
     risk_state: "risk_state".into(),
+    upgrade: "upgrade".into(),
+    client_certificate: "client_certificate".into(),
+    sans: "sans".into(),
+    sha256: "sha256".into(),
+    dns: "dns".into(),
+    uri: "uri".into(),
+    ip: "ip".into(),
+    email: "email".into(),
 });
 
 /// The facts of one request: what the gateway decides on, and what policy may see of it.
@@ -102,6 +119,10 @@ pub struct RequestFacts<'a> {
     pub headers: &'a http::HeaderMap,
     /// Unix time in nanoseconds.
     pub time_ns: u64,
+    /// The upgrade the request asks for and the route forwards (`websocket`), if any.
+    pub upgrade: Option<&'a str>,
+    /// The verified client certificate of the connection, if any.
+    pub client_certificate: Option<&'a ClientCertificate>,
 }
 
 /// The route part of the input, prepared once per route.
@@ -168,6 +189,24 @@ fn numbers(items: &[u32]) -> Value {
             .map(|n| Value::from(u64::from(*n)))
             .collect::<Vec<_>>(),
     )
+}
+
+/// `{"subject", "sans": {"dns", "uri", "ip", "email"}, "sha256"}`.
+fn certificate_value(c: &ClientCertificate) -> Value {
+    let k = &*KEYS;
+    object([
+        (&k.subject, c.subject.as_str().into()),
+        (
+            &k.sans,
+            object([
+                (&k.dns, strings(&c.sans.dns)),
+                (&k.uri, strings(&c.sans.uri)),
+                (&k.ip, strings(&c.sans.ip)),
+                (&k.email, strings(&c.sans.email)),
+            ]),
+        ),
+        (&k.sha256, c.sha256.as_str().into()),
+    ])
 }
 
 // === impl TokenInput ===
@@ -361,6 +400,13 @@ pub fn build_input(request: &RequestFacts<'_>, parts: InputParts<'_>) -> Value {
         (&k.client_ip, request.client_ip.into()),
         (&k.headers, Value::from(headers)),
         (&k.time_ns, Value::from(request.time_ns)),
+        (&k.upgrade, opt_str(request.upgrade)),
+        (
+            &k.client_certificate,
+            request
+                .client_certificate
+                .map_or(Value::Null, certificate_value),
+        ),
     ]);
     let (agent, blueprint) = match (caller.agent_id(), caller.blueprint_id.as_deref()) {
         (Some(agent_id), Some(bp)) => (

@@ -1,6 +1,7 @@
 //! What one request carries from phase to phase.
 
 use super::respond::Dialect;
+use super::streams::Stream;
 use crate::authorize::{Authenticated, ShadowVerdict};
 use crate::outcome::{grpc_status_for, Outcome, UpstreamFailure};
 use crate::routes::Route;
@@ -36,6 +37,10 @@ pub struct RequestCtx {
     pub(super) client_ip: Option<std::net::IpAddr>,
     /// The `grpc-status` the upstream answered with (gRPC routes).
     pub(super) grpc_status: Option<GrpcStatus>,
+    /// The descriptor of the upstream connection, while the request is using it.
+    pub(super) upstream_fd: Option<std::os::fd::RawFd>,
+    /// Set when the request is a registered long-lived stream.
+    pub(super) stream: Option<Stream>,
 }
 
 /// A `grpc-status` as an upstream sent it: a code, or something that is not one.

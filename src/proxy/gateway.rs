@@ -9,14 +9,17 @@
 
 use super::context::{GrpcStatus, RequestCtx};
 use super::decision_id::DecisionIds;
-use super::headers::{add_identity_headers, strip_inbound_headers};
+use super::headers::{add_identity_headers, drop_upgrade_offer, strip_inbound_headers};
 use super::record;
 use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure, Dialect};
+use super::streams::{CloseCause, NewStream, OpenStreams, StreamRequest};
 use crate::authorize::{Authorizer, Verdict};
-use crate::outcome::{Outcome, Refusal, RequestError};
+use crate::identity::TokenError;
+use crate::outcome::{Outcome, Refusal, RequestError, UpstreamFailure};
 use crate::policy::input::RequestFacts;
 use crate::request::client::{client_address, forwarded, forwarded_for, TrustedProxies};
 use crate::request::framing::check_request;
+use crate::request::upgrade::{self, Upgrade};
 use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
@@ -37,6 +40,8 @@ pub struct Gateway {
     pub limits: RequestLimits,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Open long-lived streams, for the guard that ends them.
+    pub streams: Arc<OpenStreams>,
 }
 
 /// Per-request and per-connection limits, from `[server]`.
@@ -90,6 +95,11 @@ impl Gateway {
             .cloned()
             .ok_or(RequestError::NoRoute)?;
         ctx.route = Some(Arc::clone(&route));
+        let upgrade = match upgrade::requested(&req.headers, req.version) {
+            Some(Upgrade::WebSocket) if route.config.websocket => Some(upgrade::WEBSOCKET),
+            Some(_) => return Err(RequestError::UpgradeNotAllowed),
+            None => None,
+        };
         if let Some(limit) = route.config.max_body_bytes {
             // The framing check accepted the length, so it parses.
             let declared = req
@@ -118,6 +128,8 @@ impl Gateway {
             client_ip: &client_ip,
             headers: &req.headers,
             time_ns: crate::clock::unix_nanos(crate::clock::now()),
+            upgrade,
+            client_certificate: crate::tls::client_certificate(session),
         };
         let verdict = self
             .authorizer
@@ -155,6 +167,62 @@ impl Gateway {
         upstream.insert_header("x-forwarded-proto", proto)?;
         let chain = forwarded_for(peer, &req.headers, &self.trusted_proxies);
         upstream.insert_header("x-forwarded-for", chain)?;
+        Ok(())
+    }
+
+    /// The request as the stream guard keeps it, to decide it again.
+    fn stream_request(&self, session: &Session, ctx: &RequestCtx) -> Option<StreamRequest> {
+        let req = session.req_header();
+        let target = crate::request::read(
+            &req.uri,
+            req.raw_path(),
+            req.raw_path_is_utf8(),
+            &req.headers,
+            req.version,
+            self.limits.max_uri_bytes,
+        )
+        .ok()?;
+        let websocket = upgrade::requested(&req.headers, req.version) == Some(Upgrade::WebSocket);
+        Some(StreamRequest {
+            method: req.method.to_string(),
+            host: target.host.into_owned(),
+            path: target.path.into_owned(),
+            query: target.query.to_owned(),
+            client_ip: ctx.client_ip.map(|c| c.to_string()).unwrap_or_default(),
+            headers: req.headers.clone(),
+            upgrade: websocket.then_some(upgrade::WEBSOCKET),
+            client_certificate: crate::tls::client_certificate(session).cloned(),
+        })
+    }
+
+    /// Registers the request as a long-lived stream with the guard (once), so it ends at
+    /// its token's `exp`, its route's `request_timeout`, or a refusing reload. A stream
+    /// that cannot be guarded is not served.
+    fn open_stream(&self, session: &Session, ctx: &mut RequestCtx) -> Result<()> {
+        let (None, Some(fd), Some(route), Some(caller)) =
+            (&ctx.stream, ctx.upstream_fd, &ctx.route, &ctx.caller)
+        else {
+            return Ok(());
+        };
+        if route.config.upstream_h2 {
+            return Ok(());
+        }
+        let request = self
+            .stream_request(session, ctx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "stream request unreadable"))?;
+        let new = NewStream {
+            request: Arc::new(request),
+            snapshot: Arc::downgrade(&ctx.snapshot),
+            expires_at: caller.token.expires_at,
+            deadline: route.config.request_timeout.map(|t| ctx.started + t),
+            decision_id: ctx.decision_id.clone(),
+            route: route.id.clone(),
+        };
+        let stream = self
+            .streams
+            .register(fd, new)
+            .map_err(|e| Error::because(ErrorType::InternalError, "guarding the stream", e))?;
+        ctx.stream = Some(stream);
         Ok(())
     }
 
@@ -198,6 +266,8 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             client_ip: None,
             grpc_status: None,
+            upstream_fd: None,
+            stream: None,
         }
     }
 
@@ -226,6 +296,10 @@ impl ProxyHttp for Gateway {
         if ctx.nth_on_connection >= self.limits.max_requests_per_connection {
             // Closing connections now and then bounds per-connection state (as nginx does).
             session.set_keepalive(None);
+        }
+        let req = session.req_header();
+        if upgrade::requested(&req.headers, req.version) == Some(Upgrade::Other) {
+            drop_upgrade_offer(session.req_header_mut())?;
         }
         let verdict = match self.decide(session, ctx).await {
             Ok(verdict) => verdict,
@@ -342,12 +416,40 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_fd = Some(fd);
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.config.request_timeout.is_some())
+        {
+            self.open_stream(session, ctx)?;
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let event_stream = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS || event_stream {
+            self.open_stream(session, ctx)?;
+        }
         // A trailers-only gRPC answer carries its status in the headers.
         if ctx.dialect() == Dialect::Grpc {
             if let Some(v) = response.headers.get("grpc-status") {
@@ -386,6 +488,22 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // Released before pingora may pool the upstream connection.
+        if end_of_stream {
+            if let Some(stream) = &ctx.stream {
+                self.streams.release(stream);
+            }
+        }
+        Ok(None)
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -407,6 +525,19 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let closed = ctx.stream.as_ref().and_then(|s| s.closed()).cloned();
+        if session.response_written().is_none() {
+            // The guard ended the request before its answer began: the client learns why.
+            match &closed {
+                Some(CloseCause::Denied(refusal)) => {
+                    ctx.outcome = Some(Outcome::Refused(refusal.clone()));
+                }
+                Some(CloseCause::TokenExpired) => {
+                    ctx.outcome = Some(Outcome::Refused(Refusal::Token(TokenError::Expired)));
+                }
+                Some(CloseCause::RequestTimeout) | None => {}
+            }
+        }
         if let Some(Outcome::Refused(refusal)) = &ctx.outcome {
             // Refused while the body streamed (the body limit): the client gets the refusal.
             if session.response_written().is_none() {
@@ -420,7 +551,10 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let failure = upstream_failure(e);
+        let failure = match closed {
+            Some(CloseCause::RequestTimeout) => UpstreamFailure::RequestTimeout,
+            _ => upstream_failure(e),
+        };
         ctx.upstream_failure = Some(failure);
         // A client that went away needs no answer.
         let gone = client_went_away(e);
@@ -437,6 +571,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(stream) = &ctx.stream {
+            self.streams.release(stream);
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         record::upstream(&self.metrics, ctx, status);
         record::request(&self.metrics, &self.decision_log, session, ctx, status);

@@ -4,7 +4,7 @@
 //! `x_agentgate_user_oid` reads upstream as `X-Agentgate-User-Oid`. Inbound names are
 //! therefore compared with `_` read as `-`. Method and URL override headers, which make an
 //! upstream act on another method or path than the one authorised, are stripped too unless
-//! the route opts in.
+//! the route opts in. Upgrade offers the gateway does not forward are dropped here too.
 
 use crate::authorize::Authenticated;
 use crate::outcome::Allowed;
@@ -85,6 +85,20 @@ pub fn add_identity_headers(
     }
     for (n, v) in &allowed.headers {
         req.insert_header(n.clone(), v.clone())?;
+    }
+    Ok(())
+}
+
+/// Drops an upgrade offer the gateway does not forward (see [`crate::request::upgrade`]),
+/// keeping the other `Connection` options.
+pub fn drop_upgrade_offer(req: &mut RequestHeader) -> Result<()> {
+    let connection = crate::request::upgrade::connection_without_offer(&req.headers);
+    for name in &crate::request::upgrade::OFFER_HEADERS {
+        req.remove_header(name);
+    }
+    req.remove_header(&http::header::CONNECTION);
+    if let Some(value) = connection {
+        req.insert_header(http::header::CONNECTION, value)?;
     }
     Ok(())
 }

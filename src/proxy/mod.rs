@@ -10,6 +10,7 @@ pub mod headers;
 mod record;
 pub mod respond;
 pub mod sources;
+pub mod streams;
 
 use crate::authorize::Authorizer;
 use crate::config::Config;
@@ -182,6 +183,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.bootstrap();
 
     let ids = Arc::new(decision_id::DecisionIds::new());
+    let streams = Arc::new(streams::OpenStreams::default());
     let gateway = gateway::Gateway {
         live: parts.live.clone(),
         authorizer: parts.authorizer.clone(),
@@ -190,6 +192,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         ids: ids.clone(),
         limits: gateway::RequestLimits::from_config(&config.server),
         trusted_proxies: config.server.trusted_proxies.clone(),
+        streams: streams.clone(),
     };
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();
@@ -239,6 +242,15 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
+    server.add_service(background_service(
+        "stream guard",
+        streams::StreamGuard {
+            streams,
+            live: parts.live.clone(),
+            authorizer: parts.authorizer.clone(),
+            metrics: parts.metrics.clone(),
+        },
+    ));
     server.add_service(background_service(
         "tls certificates",
         crate::tls::CertificateReloader::new(tls),

@@ -132,6 +132,11 @@ pub fn request(
         revision: &policy.revision,
         bundle_revision: ctx.snapshot.bundle_revision.as_deref(),
         latency_us: ctx.started.elapsed().as_micros() as u64,
+        stream_closed: ctx
+            .stream
+            .as_ref()
+            .and_then(|s| s.closed())
+            .map(|c| c.reason()),
         shadow: ctx.shadow.as_ref().map(|(s, mismatch)| ShadowRecord {
             revision: &s.revision,
             outcome: s.outcome.label(),

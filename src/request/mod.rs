@@ -1,12 +1,14 @@
 //! What the gateway reads of a request before anything else, transport-free so the proxy
 //! and `agentgate eval` apply the very same rules: its framing ([`framing`]), and its target,
 //! read once and one way: the path the gateway routes, the policy sees and the upstream
-//! receives ([`path`]), and the host ([`host`]); and who the client is ([`client`]).
+//! receives ([`path`]), and the host ([`host`]); who the client is ([`client`]); and the
+//! protocol upgrade it asks for ([`upgrade`]).
 
 pub mod client;
 pub mod framing;
 pub mod host;
 pub mod path;
+pub mod upgrade;
 
 pub use host::{host_name, request_host, HostError};
 pub use path::{normalize, PathError};

@@ -50,6 +50,10 @@ pub struct DecisionRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle_revision: Option<&'a str>,
     pub latency_us: u64,
+    /// Why the stream guard ended this allowed stream (`token_expired`, `request_timeout`,
+    /// or the refusing reload's reason), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_closed: Option<&'a str>,
     /// The shadow set's verdict, when one was evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowRecord<'a>>,
@@ -261,6 +265,7 @@ mod tests {
             allow: false,
             status: 403,
             grpc_status: None,
+            stream_closed: None,
             reason: "r",
             revision: "v",
             bundle_revision: None,

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     pub upstream_responses: IntCounterVec,
     pub grpc_responses: IntCounterVec,
+    pub streams_closed: IntCounterVec,
+    pub streams_open: IntGauge,
     key_fetches: IntCounterVec,
     keys_loaded: IntGaugeVec,
     key_age_seconds: IntGaugeVec,
@@ -92,6 +94,17 @@ impl Metrics {
                     "Upstream responses by status class.",
                 ),
                 &["route", "class"],
+            )?,
+            streams_closed: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_streams_closed_total",
+                    "Open streams the gateway ended, by route and cause (token_expired, request_timeout, denied).",
+                ),
+                &["route", "cause"],
+            )?,
+            streams_open: IntGauge::new(
+                "agentgate_streams_open",
+                "Long-lived streams open (WebSocket, server-sent events, routes with request_timeout).",
             )?,
             grpc_responses: IntCounterVec::new(
                 Opts::new(
@@ -208,6 +221,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_responses.clone()))?;
         m.registry.register(Box::new(m.grpc_responses.clone()))?;
+        m.registry.register(Box::new(m.streams_closed.clone()))?;
+        m.registry.register(Box::new(m.streams_open.clone()))?;
         m.registry.register(Box::new(m.key_fetches.clone()))?;
         m.registry.register(Box::new(m.keys_loaded.clone()))?;
         m.registry.register(Box::new(m.key_age_seconds.clone()))?;

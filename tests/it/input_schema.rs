@@ -7,6 +7,7 @@ use agentgate::identity::token::{TokenVersion, VerifiedToken};
 use agentgate::identity::CallerKind;
 use agentgate::policy::input::{build_input, InputParts, RequestFacts, RouteInput};
 use agentgate::policy::PolicySnapshot;
+use agentgate::tls::{ClientCertificate, SubjectAltNames};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +36,31 @@ fn built_inputs_match_the_documented_schema() {
         client_ip: "127.0.0.1",
         headers: &headers,
         time_ns: now() * 1_000_000_000,
+        upgrade: None,
+        client_certificate: None,
     };
     let mut unknown_agent = spec(CallerKind::AgentApp);
     unknown_agent.client = "dddddddd-4444-4444-4444-0000000000ff".into();
     unknown_agent.blueprint = Some("cccccccc-3333-3333-3333-0000000000ff".into());
+    // A WebSocket upgrade over a connection with a verified client certificate.
+    let certificate = ClientCertificate {
+        subject: "CN=sales-agent,O=Contoso".into(),
+        sans: SubjectAltNames {
+            dns: vec!["agent.contoso.example".into()],
+            uri: vec!["spiffe://contoso.example/agent/sales".into()],
+            ip: vec!["192.0.2.7".into()],
+            email: vec![],
+        },
+        sha256: "ab".repeat(32),
+    };
+    let upgrade_facts = RequestFacts {
+        upgrade: Some("websocket"),
+        client_certificate: Some(&certificate),
+        ..facts
+    };
     let specs = CallerKind::ALL.map(spec).into_iter().chain([unknown_agent]);
-    for s in specs {
+    for (i, s) in specs.enumerate() {
+        let facts = if i % 2 == 0 { facts } else { upgrade_facts };
         let claims = serde_json::to_vec(&s.claims()).unwrap();
         let caller = classify_unverified(&claims).unwrap();
         assert_eq!(caller.kind, s.kind);
@@ -80,5 +100,19 @@ fn built_inputs_match_the_documented_schema() {
             json["request"]["headers"],
             serde_json::json!({"user-agent": "test"})
         );
+        if i % 2 == 1 {
+            assert_eq!(json["request"]["upgrade"], "websocket");
+            assert_eq!(
+                json["request"]["client_certificate"]["sans"]["uri"][0],
+                "spiffe://contoso.example/agent/sales"
+            );
+            assert_eq!(
+                json["request"]["client_certificate"]["sha256"],
+                "ab".repeat(32)
+            );
+        } else {
+            assert!(json["request"]["upgrade"].is_null());
+            assert!(json["request"]["client_certificate"].is_null());
+        }
     }
 }

@@ -26,6 +26,7 @@ mod path_confusion;
 mod policy_rules;
 mod proxying;
 mod rego;
+mod streams;
 mod tls;
 mod token_checks;
 mod upstream_tls;

@@ -1,0 +1,290 @@
+//! Long-lived streams, and the guard that ends them when they may no longer run.
+//!
+//! A WebSocket upgrade (101) or a server-sent events response (`text/event-stream`) from
+//! an HTTP/1.1 upstream, and every request on a route with a `request_timeout`, is
+//! registered here with a duplicate of its upstream socket. [`StreamGuard`] looks at the
+//! open streams every [`TICK`] and ends one when its token's `exp` has passed, its route's
+//! `request_timeout` has run out, or the snapshot swapped in since it was last decided
+//! refuses it (the request is decided again, exactly as a new one would be). Ending means
+//! shutting the upstream socket down: pingora then ends the exchange with the client, and
+//! [`Stream::closed`] tells the request's own phases why.
+//!
+//! Ordinary requests never touch the registry. The duplicate descriptor keeps the socket
+//! (and so its number) alive while it is registered, so the guard can only ever shut down
+//! the connection it was given; a stream leaves the registry when its response ends,
+//! before pingora could return the connection to its pool. HTTP/2 upstream connections
+//! carry many streams at once and are not registered.
+
+use crate::authorize::Authorizer;
+use crate::outcome::{Outcome, Refusal};
+use crate::policy::input::RequestFacts;
+use crate::snapshot::{Live, Snapshot};
+use crate::telemetry::Metrics;
+use crate::tls::ClientCertificate;
+use async_trait::async_trait;
+use dashmap::DashMap;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::net::Shutdown;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// How often open streams are checked: a stream outlives its end by at most this much
+/// (plus the time to decide it again).
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Why the guard ended a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The token's `exp` passed.
+    TokenExpired,
+    /// The route's `request_timeout` ran out.
+    RequestTimeout,
+    /// A newly swapped-in snapshot refuses the request.
+    Denied(Refusal),
+}
+
+impl CloseCause {
+    /// A closed metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TokenExpired => "token_expired",
+            Self::RequestTimeout => "request_timeout",
+            Self::Denied(_) => "denied",
+        }
+    }
+
+    /// The reason code: the refusal's for a denial.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Denied(refusal) => refusal.reason(),
+            other => other.label(),
+        }
+    }
+}
+
+/// The request of a stream, kept to decide it again.
+#[derive(Debug)]
+pub struct StreamRequest {
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub query: String,
+    pub client_ip: String,
+    pub headers: http::HeaderMap,
+    pub upgrade: Option<&'static str>,
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+impl StreamRequest {
+    fn facts(&self, time_ns: u64) -> RequestFacts<'_> {
+        RequestFacts {
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            query: &self.query,
+            client_ip: &self.client_ip,
+            headers: &self.headers,
+            time_ns,
+            upgrade: self.upgrade,
+            client_certificate: self.client_certificate.as_ref(),
+        }
+    }
+}
+
+/// What registering a stream takes.
+pub struct NewStream {
+    pub request: Arc<StreamRequest>,
+    /// The snapshot that allowed it.
+    pub snapshot: Weak<Snapshot>,
+    /// Unix second of the token's `exp`.
+    pub expires_at: u64,
+    pub deadline: Option<Instant>,
+    pub decision_id: String,
+    pub route: Arc<str>,
+}
+
+/// A registered stream, as its request holds it.
+#[derive(Debug)]
+pub struct Stream {
+    id: u64,
+    closed: Arc<OnceLock<CloseCause>>,
+}
+
+impl Stream {
+    /// Why the guard ended the stream, once it has.
+    pub fn closed(&self) -> Option<&CloseCause> {
+        self.closed.get()
+    }
+}
+
+struct Entry {
+    socket: std::net::TcpStream,
+    closed: Arc<OnceLock<CloseCause>>,
+    request: Arc<StreamRequest>,
+    snapshot: Weak<Snapshot>,
+    expires_at: u64,
+    deadline: Option<Instant>,
+    decision_id: String,
+    route: Arc<str>,
+}
+
+/// The open streams.
+#[derive(Default)]
+pub struct OpenStreams {
+    streams: DashMap<u64, Entry>,
+    next_id: AtomicU64,
+}
+
+/// Why a stream could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream socket could not be duplicated: {0}")]
+pub struct RegisterError(#[from] std::io::Error);
+
+impl OpenStreams {
+    /// Registers the stream whose upstream connection is `fd`.
+    ///
+    /// `fd` must be the descriptor of the upstream connection the calling request is
+    /// using right now (pingora's `connected_to_upstream` hands it over), still open.
+    pub fn register(&self, fd: RawFd, new: NewStream) -> Result<Stream, RegisterError> {
+        let socket = std::net::TcpStream::from(duplicate(fd)?);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let closed = Arc::new(OnceLock::new());
+        self.streams.insert(
+            id,
+            Entry {
+                socket,
+                closed: closed.clone(),
+                request: new.request,
+                snapshot: new.snapshot,
+                expires_at: new.expires_at,
+                deadline: new.deadline,
+                decision_id: new.decision_id,
+                route: new.route,
+            },
+        );
+        Ok(Stream { id, closed })
+    }
+
+    /// Forgets `stream` (its response ended); the guard no longer touches its socket.
+    pub fn release(&self, stream: &Stream) {
+        self.streams.remove(&stream.id);
+    }
+
+    /// How many streams are open.
+    fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Ends every stream that may no longer run, deciding again those the snapshot in
+    /// force has not decided yet.
+    async fn check(&self, live: &Live, authorizer: &Authorizer, metrics: &Metrics) {
+        if self.streams.is_empty() {
+            return;
+        }
+        let wall = crate::clock::now();
+        let now_secs = crate::clock::unix_secs(wall);
+        let now = Instant::now();
+        let current = live.load();
+        let mut ending = Vec::new();
+        let mut undecided = Vec::new();
+        for entry in self.streams.iter() {
+            if entry.expires_at <= now_secs {
+                ending.push((*entry.key(), CloseCause::TokenExpired));
+            } else if entry.deadline.is_some_and(|d| d <= now) {
+                ending.push((*entry.key(), CloseCause::RequestTimeout));
+            } else if entry.snapshot.as_ptr() != Arc::as_ptr(&current) {
+                undecided.push((*entry.key(), entry.request.clone()));
+            }
+        }
+        let time_ns = crate::clock::unix_nanos(wall);
+        for (id, request) in undecided {
+            match decide_again(&current, authorizer, &request, time_ns).await {
+                None => {
+                    if let Some(mut entry) = self.streams.get_mut(&id) {
+                        entry.snapshot = Arc::downgrade(&current);
+                    }
+                }
+                Some(refusal) => ending.push((id, CloseCause::Denied(refusal))),
+            }
+        }
+        for (id, cause) in ending {
+            let Some((_, entry)) = self.streams.remove(&id) else {
+                continue; // its response ended meanwhile
+            };
+            metrics
+                .streams_closed
+                .with_label_values(&[&*entry.route, cause.label()])
+                .inc();
+            tracing::info!(decision_id = %entry.decision_id, route = %entry.route, cause = cause.label(), reason = cause.reason(), "ending an open stream");
+            let _ = entry.closed.set(cause);
+            if let Err(e) = entry.socket.shutdown(Shutdown::Both) {
+                tracing::debug!(decision_id = %entry.decision_id, error = %e, "upstream socket already closed");
+            }
+        }
+    }
+}
+
+/// Decides `request` with `snapshot` as a new request: `None` when allowed, else why not.
+async fn decide_again(
+    snapshot: &Snapshot,
+    authorizer: &Authorizer,
+    request: &StreamRequest,
+    time_ns: u64,
+) -> Option<Refusal> {
+    let host = crate::request::host_name(&request.host);
+    let Some(route) = snapshot.routes.find(host, &request.path) else {
+        return Some(Refusal::Request(crate::outcome::RequestError::NoRoute));
+    };
+    if request.upgrade.is_some() && !route.config.websocket {
+        return Some(Refusal::Request(
+            crate::outcome::RequestError::UpgradeNotAllowed,
+        ));
+    }
+    let facts = request.facts(time_ns);
+    match authorizer
+        .authorize(snapshot, &route.access, &facts, false)
+        .await
+        .outcome
+    {
+        Outcome::Allowed(_) => None,
+        Outcome::Refused(refusal) => Some(refusal),
+    }
+}
+
+/// A descriptor of our own for the socket behind `fd`.
+#[allow(unsafe_code)]
+fn duplicate(fd: RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: `register` is only called with the descriptor of the upstream connection the
+    // calling request is using: pingora owns it and keeps it open for the whole call, so
+    // borrowing it for the duplication is sound.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned()
+}
+
+/// The background service that checks the open streams every [`TICK`].
+pub struct StreamGuard {
+    pub streams: Arc<OpenStreams>,
+    pub live: Arc<Live>,
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for StreamGuard {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.streams.check(&self.live, &self.authorizer, &self.metrics).await;
+                    self.metrics.streams_open.set(self.streams.len() as i64);
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
