@@ -397,7 +397,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     // Everything that can be refused is checked before any socket opens.
-    let parts = crate::proxy::build_parts(&config)?;
+    let parts = crate::proxy::build_parts(&config, config.listeners.clone())?;
     start(&config, &args, parts)
 }
 
@@ -410,7 +410,7 @@ fn demo(args: ServeArgs) -> Result<()> {
         );
     };
     // Everything that can be refused is checked before any socket opens.
-    let parts = crate::proxy::build_parts(&config)?;
+    let parts = crate::proxy::build_parts(&config, config.listeners.clone())?;
     demo::start(&config, dev).context("failed to start the demo servers")?;
     start(&config, &args, parts)
 }

@@ -13,7 +13,7 @@ pub mod sources;
 pub mod streams;
 
 use crate::authorize::Authorizer;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::identity::{KeyStore, TokenValidator};
 use crate::policy::TestLimits;
 use crate::reload::{build_snapshot, ready_to_serve, Feeds, ReloadError, ShadowFallback};
@@ -21,7 +21,7 @@ use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
@@ -68,11 +68,14 @@ pub struct Parts {
     pub sources: Arc<sources::Sources>,
     /// What the first snapshot was built from.
     pub feeds: Feeds,
+    /// The public listeners to open.
+    pub listeners: Vec<ListenerConfig>,
 }
 
-/// Builds the decision pipeline from the configuration (no proxy socket opened; the first
-/// policy bundle, when configured, is fetched).
-pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
+/// Builds the decision pipeline from the configuration, to serve on `listeners`: the
+/// configured ones, plus any the caller adds (no proxy socket opened; the first policy
+/// bundle, when configured, is fetched).
+pub fn build_parts(config: &Config, listeners: Vec<ListenerConfig>) -> Result<Parts, StartError> {
     let (sources, feeds) = sources::Sources::start(config)?;
     let built = build_snapshot(
         config,
@@ -108,17 +111,14 @@ pub fn build_parts(config: &Config) -> Result<Parts, StartError> {
         sources: Arc::new(sources),
         feeds,
         connections: Arc::new(admission::ConnectionCounts::new(
-            &config
-                .listeners
-                .iter()
-                .map(|l| l.address)
-                .collect::<Vec<_>>(),
+            &listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
             admission::ConnectionLimits {
                 per_listener: config.server.max_connections,
                 per_client: config.server.max_connections_per_client,
                 exempt: config.server.trusted_proxies.clone(),
             },
         )),
+        listeners,
     })
 }
 
@@ -154,7 +154,7 @@ impl BackgroundService for KeyRefresh {
     }
 }
 
-/// Starts the gateway with `parts` and serves until shutdown; never returns on success.
+/// Starts the gateway with `parts` and serves until a signal shuts it down (then returns).
 pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartError> {
     // Before pingora builds its upstream connector, which would install its own default.
     crate::crypto::install_default_provider();
@@ -210,7 +210,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             ids,
         },
     );
-    let (tls, tls_metrics) = crate::tls::listener::load_all(&config.listeners)?;
+    let (tls, tls_metrics) = crate::tls::listener::load_all(&parts.listeners)?;
     for c in tls_metrics
         .collectors()
         .into_iter()
@@ -218,7 +218,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     {
         parts.metrics.register(c)?;
     }
-    for l in &config.listeners {
+    for l in &parts.listeners {
         match tls.iter().find(|t| t.address() == l.address) {
             Some(t) => proxy.add_tls_with_settings(&l.address.to_string(), None, t.settings()?),
             None => proxy.add_tcp(&l.address.to_string()),
@@ -264,9 +264,11 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             debounce: config.reload.debounce,
         },
     ));
-    for l in &config.listeners {
+    for l in &parts.listeners {
         tracing::info!(address = %l.address, tls = l.tls.is_some(), "proxy listening");
     }
     tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
-    server.run_forever()
+    // Returns, rather than exiting here, so the caller drops what it holds on the way out.
+    server.run(RunArgs::default());
+    Ok(())
 }
