@@ -285,6 +285,10 @@ pub struct DevConfig {
     /// Where the demo's fake Microsoft Graph listens (plain HTTP), serving the policy
     /// directory's agents for `[directory.graph]` to sync.
     pub graph: Option<SocketAddr>,
+    /// Where the demo's HTTPS listener listens, beside `[[listeners]]`: HTTP/1.1 and h2 by
+    /// ALPN, with a certificate for `localhost` and `127.0.0.1` from a throwaway CA made
+    /// at start. A loopback or wildcard address, since the demo's calls name `localhost`.
+    pub tls_listener: Option<SocketAddr>,
 }
 
 /// The longest route prefix accepted, a guard against nonsense.
@@ -454,11 +458,16 @@ impl Config {
                 Some(a) => Some(socket(&a, "dev.graph", &mut problems)?),
                 None => None,
             };
+            let tls_listener = match d.tls_listener {
+                Some(a) => Some(dev_tls_listener(&a, &listeners, &mut problems)?),
+                None => None,
+            };
             Some(DevConfig {
                 issuer,
                 key: base.join(d.key),
                 sample_upstream,
                 graph,
+                tls_listener,
             })
         });
 
@@ -563,6 +572,29 @@ fn socket(value: &str, key: &str, problems: &mut Vec<String>) -> Option<SocketAd
             None
         }
     }
+}
+
+/// `dev.tls_listener`: an address the demo's `https://localhost` calls reach, and not one of
+/// `[[listeners]]`.
+fn dev_tls_listener(
+    value: &str,
+    listeners: &[ListenerConfig],
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    let addr = socket(value, "dev.tls_listener", problems)?;
+    if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+        problems.push(format!(
+            "dev.tls_listener = {value:?}: use a loopback or wildcard address (its certificate names localhost and 127.0.0.1)"
+        ));
+        return None;
+    }
+    if listeners.iter().any(|l| l.address == addr) {
+        problems.push(format!(
+            "dev.tls_listener = {value:?} is also a [[listeners]] address; give the demo's HTTPS listener a port of its own"
+        ));
+        return None;
+    }
+    Some(addr)
 }
 
 fn input_header(name: &str, problems: &mut Vec<String>) -> Option<HeaderName> {

@@ -514,4 +514,6 @@ pub struct RawDev {
     pub key: String,
     pub sample_upstream: Option<String>,
     pub graph: Option<String>,
+    /// An HTTPS listener for the demo, with a throwaway certificate made at start.
+    pub tls_listener: Option<String>,
 }

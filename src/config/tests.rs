@@ -141,6 +141,45 @@ fn plain_http_key_urls_are_only_for_the_demo() {
 }
 
 #[test]
+fn the_demo_tls_listener_is_a_loopback_address_of_its_own() {
+    let dev = |tls: &str| {
+        format!("{MINIMAL}\n[dev]\nissuer = \"127.0.0.1:8400\"\nkey = \"k.pem\"\n{tls}")
+    };
+    let none = Config::parse(&dev(""), Path::new("a.toml")).unwrap();
+    assert_eq!(none.dev.unwrap().tls_listener, None);
+    let tls = Config::parse(
+        &dev("tls_listener = \"127.0.0.1:8443\"\n"),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        tls.dev.unwrap().tls_listener,
+        Some("127.0.0.1:8443".parse().unwrap())
+    );
+    assert_eq!(
+        tls.listeners.len(),
+        1,
+        "the demo adds its listener at start"
+    );
+    for (value, problem) in [
+        (
+            "nowhere",
+            "dev.tls_listener = \"nowhere\" is not a host:port",
+        ),
+        ("192.0.2.1:8443", "use a loopback or wildcard address"),
+        ("127.0.0.1:8080", "is also a [[listeners]] address"),
+    ] {
+        let err = Config::parse(
+            &dev(&format!("tls_listener = {value:?}\n")),
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(problem), "{value}: {err}");
+    }
+}
+
+#[test]
 fn the_cloud_sets_the_authority_and_the_issuer_forms() {
     let gov = MINIMAL.replace("[identity]", "[identity]\ncloud = \"us_government\"");
     let config = Config::parse(&gov, Path::new("a.toml")).unwrap();
