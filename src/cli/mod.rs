@@ -409,10 +409,21 @@ fn demo(args: ServeArgs) -> Result<()> {
             config.path.display()
         );
     };
+    // The TLS listener's certificate files live in a temporary directory as long as `tls`.
+    let tls = dev
+        .tls_listener
+        .map(demo::DemoTls::create)
+        .transpose()
+        .context("failed to make the demo's TLS certificate")?;
+    let mut listeners = config.listeners.clone();
+    listeners.extend(tls.as_ref().map(|t| t.listener.clone()));
     // Everything that can be refused is checked before any socket opens.
-    let parts = crate::proxy::build_parts(&config, config.listeners.clone())?;
-    demo::start(&config, dev).context("failed to start the demo servers")?;
-    start(&config, &args, parts)
+    let parts = crate::proxy::build_parts(&config, listeners)?;
+    demo::start(&config, dev, tls.as_ref()).context("failed to start the demo servers")?;
+    let served = start(&config, &args, parts);
+    // Shut down: the certificate directory goes with the demo.
+    drop(tls);
+    served
 }
 
 fn start(config: &Config, args: &ServeArgs, parts: crate::proxy::Parts) -> Result<()> {

@@ -235,7 +235,7 @@ pub struct RawListenerTls {
     pub reload_interval: Duration,
 }
 
-fn default_tls_reload_interval() -> Duration {
+pub(crate) fn default_tls_reload_interval() -> Duration {
     Duration::from_secs(5)
 }
 

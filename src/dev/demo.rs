@@ -1,15 +1,23 @@
 //! The offline demo: starts the dev issuer and sample API, then prints ready-to-paste calls.
+//!
+//! With `[dev] tls_listener` the gateway also listens over HTTPS, with a certificate for
+//! `localhost` from a throwaway CA ([`DemoTls`]), and every call is printed for it too.
 
 // The demo prints what to paste.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use super::graph::{serve_graph, FakeCredentials, FakeTenant, GraphState};
 use super::servers::{serve_issuer, serve_sample_api, IssuerState};
+use super::tls::{DevTlsError, TestCa};
 use super::{SigningIdentity, TokenSpec};
-use crate::config::{Config, DevConfig, GraphCredential};
+use crate::config::{
+    CertificateFiles, Config, DevConfig, GraphCredential, ListenerConfig, ListenerTlsConfig,
+};
 use crate::directory::DirectoryFile;
 use crate::identity::CallerKind;
 use crate::policy::DIRECTORY_FILE;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Ids from the shipped example directory (`policies/data/directory.json`).
@@ -42,7 +50,68 @@ pub enum DemoError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] DevTlsError),
+    #[error("failed to store the certificate in {path}")]
+    TlsFiles {
+        path: String,
+        source: std::io::Error,
+    },
 }
+
+/// The demo's HTTPS listener: a throwaway CA and a certificate it issued for `localhost` and
+/// `127.0.0.1`, written to a new temporary directory that is removed when this is dropped.
+#[derive(Debug)]
+pub struct DemoTls {
+    dir: tempfile::TempDir,
+    /// The listener, configured as a `[[listeners]]` entry with `tls` would be: HTTP/1.1
+    /// and h2 by ALPN.
+    pub listener: ListenerConfig,
+}
+
+impl DemoTls {
+    /// Makes the CA and the certificate and writes `ca.pem`, `server.crt` (the chain) and
+    /// `server.key`; the CA's own key is never written.
+    pub fn create(address: SocketAddr) -> Result<Self, DemoError> {
+        let ca = TestCa::named("agentgate demo CA (throwaway)")?;
+        let server = ca.issue(&["localhost", "127.0.0.1"])?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("agentgate-demo-tls-");
+        // Only this user may read the server key.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = builder.tempdir().map_err(|source| DemoError::TlsFiles {
+            path: std::env::temp_dir().display().to_string(),
+            source,
+        })?;
+        let ca_file = dir.path().join(CA_FILE);
+        std::fs::write(&ca_file, &ca.cert_pem).map_err(|source| DemoError::TlsFiles {
+            path: ca_file.display().to_string(),
+            source,
+        })?;
+        let (cert, key) = server.write(dir.path(), "server")?;
+        Ok(Self {
+            dir,
+            listener: ListenerConfig {
+                address,
+                tls: Some(ListenerTlsConfig {
+                    certificates: vec![CertificateFiles { cert, key }],
+                    client_ca: None,
+                    client_auth: None,
+                    reload_interval: crate::config::raw::default_tls_reload_interval(),
+                }),
+            },
+        })
+    }
+
+    /// The CA certificate clients verify the listener with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join(CA_FILE)
+    }
+}
+
+/// The CA certificate's file name in the demo's TLS directory.
+const CA_FILE: &str = "ca.pem";
 
 /// Loads the dev key named by the configuration.
 pub fn load_key(dev: &DevConfig) -> Result<SigningIdentity, DemoError> {
@@ -53,7 +122,7 @@ pub fn load_key(dev: &DevConfig) -> Result<SigningIdentity, DemoError> {
     Ok(SigningIdentity::from_pem(&pem)?)
 }
 
-fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DemoError> {
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, DemoError> {
     let l = std::net::TcpListener::bind(addr).map_err(|source| DemoError::Bind {
         addr: addr.to_string(),
         source,
@@ -67,10 +136,7 @@ fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DemoError> 
 
 /// The demo's fake Graph: the tenant the policy directory describes, accepting the client
 /// secret `[directory.graph]` is configured with.
-fn fake_graph(
-    config: &Config,
-    addr: std::net::SocketAddr,
-) -> Result<Option<Arc<GraphState>>, DemoError> {
+fn fake_graph(config: &Config, addr: SocketAddr) -> Result<Option<Arc<GraphState>>, DemoError> {
     let Some(graph) = &config.directory.graph else {
         return Ok(None);
     };
@@ -105,8 +171,9 @@ fn fake_graph(
     .map_err(|e| DemoError::Graph(e.to_string()))
 }
 
-/// Starts the dev servers on a thread of their own and prints the demo calls.
-pub fn start(config: &Config, dev: &DevConfig) -> Result<(), DemoError> {
+/// Starts the dev servers on a thread of their own and prints the demo calls, for `tls`
+/// too when the demo has its HTTPS listener.
+pub fn start(config: &Config, dev: &DevConfig, tls: Option<&DemoTls>) -> Result<(), DemoError> {
     let key = load_key(dev)?;
     let issuer = bind(dev.issuer)?;
     let sample = dev.sample_upstream.map(bind).transpose()?;
@@ -156,14 +223,44 @@ pub fn start(config: &Config, dev: &DevConfig) -> Result<(), DemoError> {
             addr: dev.issuer.to_string(),
             source,
         })?;
-    print_calls(config, dev, &key, graph_addr)
+    print_calls(config, dev, &key, graph_addr, tls)
+}
+
+/// How the printed calls reach the demo's HTTPS listener: its base URL, and the CA file
+/// that verifies it.
+struct TlsCalls {
+    base: String,
+    ca_file: PathBuf,
+}
+
+impl TlsCalls {
+    fn new(tls: &DemoTls) -> Self {
+        Self {
+            base: format!("https://localhost:{}", tls.listener.address.port()),
+            ca_file: tls.ca_file(),
+        }
+    }
+}
+
+/// `path` as one shell word: quoted when it holds anything but plain path characters.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 fn print_calls(
     config: &Config,
     dev: &DevConfig,
     key: &SigningIdentity,
-    graph: Option<std::net::SocketAddr>,
+    graph: Option<SocketAddr>,
+    tls: Option<&DemoTls>,
 ) -> Result<(), DemoError> {
     let now = crate::clock::unix_now();
     let tenant = config
@@ -223,6 +320,14 @@ fn print_calls(
     ];
     println!("agentgate demo (offline)");
     println!("  proxy       http://{listener}");
+    let tls_calls = tls.map(TlsCalls::new);
+    if let Some(t) = &tls_calls {
+        println!(
+            "  proxy TLS   {}  (HTTP/1.1 and h2; throwaway CA {})",
+            t.base,
+            t.ca_file.display()
+        );
+    }
     println!(
         "  admin       http://{}/readyz  /metrics",
         config.admin.address
@@ -241,12 +346,15 @@ fn print_calls(
     println!();
     for (title, spec) in calls {
         let token = key.sign(&spec.claims())?;
+        let auth = format!(" -H 'Authorization: Bearer {token}'");
         println!("# {title}");
-        println!("curl -si http://{listener}{prefix}/42 -H 'Authorization: Bearer {token}'");
+        println!("curl -si http://{listener}{prefix}/42{auth}");
+        print_tls(tls_calls.as_ref(), &format!("{prefix}/42{auth}"));
         println!();
     }
     println!("# No token at all (401)");
     println!("curl -si http://{listener}{prefix}/42");
+    print_tls(tls_calls.as_ref(), &format!("{prefix}/42"));
     println!();
     if let Some(g) = graph {
         let interval = config
@@ -267,4 +375,14 @@ fn print_calls(
     }
     println!("Mint more with: cargo run --release -- token mint --help");
     Ok(())
+}
+
+/// The call `rest` (path and options) over the HTTPS listener, as HTTP/1.1 and as h2 (curl
+/// offers h2 over TLS unless told `--http1.1`).
+fn print_tls(tls: Option<&TlsCalls>, rest: &str) {
+    if let Some(TlsCalls { base, ca_file }) = tls {
+        let ca = shell_word(ca_file);
+        println!("curl --cacert {ca} --http1.1 -si {base}{rest}");
+        println!("curl --cacert {ca} --http2 -si {base}{rest}");
+    }
 }

@@ -268,7 +268,8 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         tracing::info!(address = %l.address, tls = l.tls.is_some(), "proxy listening");
     }
     tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
-    // Returns, rather than exiting here, so the caller drops what it holds on the way out.
+    // Returns, rather than exiting here, so the caller drops what it holds on the way out
+    // (the demo's temporary certificate directory).
     server.run(RunArgs::default());
     Ok(())
 }
