@@ -2,19 +2,28 @@
 //! configuration (moved to free ports), and the calls it prints, run as printed.
 
 use crate::support::*;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running demo; killed on drop.
 struct Demo {
     child: Child,
     dir: tempfile::TempDir,
+    /// The HTTPS listener's base URL and CA file, as printed.
+    tls: Option<(String, PathBuf)>,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed demo cannot remove its certificate directory.
+        if let Some(dir) = self.tls.as_ref().and_then(|(_, ca)| ca.parent()) {
+            if dir.starts_with(std::env::temp_dir()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 }
 
@@ -29,7 +38,7 @@ impl Demo {
                 "\"dev/",
                 &format!("\"{}/", repo().join("config/dev").display()),
             );
-        for port in ["8080", "9180", "8400", "9001", "8402"] {
+        for port in ["8080", "9180", "8400", "9001", "8402", "8443"] {
             let moved = format!("127.0.0.1:{}", free_port());
             text = text.replace(&format!("127.0.0.1:{port}"), &moved);
         }
@@ -44,7 +53,11 @@ impl Demo {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let demo = Demo { child, dir };
+        let mut demo = Demo {
+            child,
+            dir,
+            tls: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let printed = loop {
             let printed = demo.read("stdout.log");
@@ -58,6 +71,13 @@ impl Demo {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
+        demo.tls = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("proxy TLS   "))
+            .and_then(|l| {
+                let (base, rest) = l.split_once("  (HTTP/1.1 and h2; throwaway CA ")?;
+                Some((base.to_string(), PathBuf::from(rest.strip_suffix(')')?)))
+            });
         let admin = printed
             .lines()
             .find_map(|l| l.trim().strip_prefix("admin       "))
@@ -81,6 +101,28 @@ impl Demo {
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
+
+    /// Stops the demo as Ctrl-C does and waits for it to exit.
+    fn interrupt(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after SIGINT:\n{}",
+                self.read("stderr.log")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// The printed `curl` lines with a bearer token: (URL, token).
@@ -91,6 +133,39 @@ fn bearer_calls(printed: &str) -> Vec<(String, String)> {
             let rest = l.strip_prefix("curl -si ")?;
             let (url, auth) = rest.split_once(" -H 'Authorization: Bearer ")?;
             Some((url.to_string(), auth.trim_end_matches('\'').to_string()))
+        })
+        .collect()
+}
+
+/// A printed `curl --cacert` line: a call over the demo's HTTPS listener.
+#[derive(Debug)]
+struct TlsCall {
+    ca: PathBuf,
+    http2: bool,
+    url: String,
+    token: Option<String>,
+}
+
+/// The printed `curl --cacert` lines, in order.
+fn tls_calls(printed: &str) -> Vec<TlsCall> {
+    printed
+        .lines()
+        .filter_map(|l| {
+            let (ca, rest) = l.strip_prefix("curl --cacert ")?.split_once(' ')?;
+            let (http2, rest) = match rest.strip_prefix("--http2 -si ") {
+                Some(rest) => (true, rest),
+                None => (false, rest.strip_prefix("--http1.1 -si ")?),
+            };
+            let (url, token) = match rest.split_once(" -H 'Authorization: Bearer ") {
+                Some((url, auth)) => (url, Some(auth.strip_suffix('\'')?.to_string())),
+                None => (rest, None),
+            };
+            Some(TlsCall {
+                ca: PathBuf::from(ca),
+                http2,
+                url: url.to_string(),
+                token,
+            })
         })
         .collect()
 }
@@ -143,9 +218,48 @@ fn until(url: &str, token: &str, status: u16) -> String {
     }
 }
 
+/// Runs the printed HTTPS calls: each call's HTTP/1.1 and h2 lines, with the plain lines'
+/// tokens then none, answer `statuses` over TLS verified against the printed CA file, which
+/// lies in the system's temporary directory.
+fn run_tls_calls(demo: &Demo, printed: &str, plain: &[(String, String)], statuses: &[u16]) {
+    let (base, ca) = demo.tls.as_ref().expect("the HTTPS listener is printed");
+    assert!(base.starts_with("https://localhost:"), "{base}");
+    assert!(
+        ca.starts_with(std::env::temp_dir()) && ca.ends_with("ca.pem"),
+        "{}",
+        ca.display()
+    );
+    let calls = tls_calls(printed);
+    assert_eq!(calls.len(), 2 * statuses.len(), "{printed}");
+    let tokens = plain.iter().map(|(_, t)| Some(t.as_str())).chain([None]);
+    let ca_pem = std::fs::read_to_string(ca).unwrap();
+    let (h1, h2) = (https_client(&ca_pem, false), https_client(&ca_pem, true));
+    for ((pair, token), &status) in calls.chunks(2).zip(tokens).zip(statuses) {
+        let expected = [
+            (false, &h1, reqwest::Version::HTTP_11),
+            (true, &h2, reqwest::Version::HTTP_2),
+        ];
+        for (call, (http2, client, version)) in pair.iter().zip(expected) {
+            assert_eq!((&call.ca, call.http2), (ca, http2), "{call:?}");
+            assert_eq!(call.url, format!("{base}/orders/42"));
+            assert_eq!(call.token.as_deref(), token, "the plain line's token");
+            let mut request = client.get(&call.url);
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            let r = request.send().unwrap();
+            assert_eq!(
+                (r.status().as_u16(), r.version()),
+                (status, version),
+                "{call:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_demo_decides_as_it_says_and_a_change_in_its_fake_graph_reaches_a_live_token() {
-    let (demo, printed) = Demo::start();
+    let (mut demo, printed) = Demo::start();
     let calls = bearer_calls(&printed);
     assert_eq!(calls.len(), 3, "{printed}");
     let (allowed_url, allowed_token) = &calls[0];
@@ -154,6 +268,8 @@ fn the_demo_decides_as_it_says_and_a_change_in_its_fake_graph_reaches_a_live_tok
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("\"reason\":\"blueprint_disabled\""), "{body}");
     assert_eq!(get(&calls[2].0, &calls[2].1).0, 200);
+    // The same calls over HTTPS, as HTTP/1.1 and h2; then without a token.
+    run_tls_calls(&demo, &printed, &calls, &[200, 403, 200, 401]);
 
     // The printed PATCH disables the agent in the fake Graph; the next sync refuses the
     // same, still valid token; the second PATCH lets it through again.
@@ -176,4 +292,15 @@ fn the_demo_decides_as_it_says_and_a_change_in_its_fake_graph_reaches_a_live_tok
         !log.contains(secret.trim()),
         "the Graph client secret was logged"
     );
+    assert!(!log.contains(allowed_token.as_str()), "a token was logged");
+    let (_, ca) = demo.tls.as_ref().unwrap();
+    let key = std::fs::read_to_string(ca.with_file_name("server.key")).unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(!log.contains(key_line), "the TLS key was logged");
+
+    // Ctrl-C: the demo exits cleanly and its certificate directory goes with it.
+    let ca = ca.clone();
+    let status = demo.interrupt();
+    assert!(status.success(), "{status}: {}", demo.read("stderr.log"));
+    assert!(!ca.parent().unwrap().exists(), "{} is left", ca.display());
 }

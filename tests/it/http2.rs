@@ -26,14 +26,6 @@ fn tls_gateway(servers: &Servers, ca: &TestCa, dir: &std::path::Path) -> Gateway
     )
 }
 
-fn https_client(ca: &TestCa, http2: bool) -> reqwest::blocking::Client {
-    let b = reqwest::blocking::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(10));
-    let b = if http2 { b } else { b.http1_only() };
-    b.build().unwrap()
-}
-
 fn h2c_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .http2_prior_knowledge()
@@ -82,7 +74,10 @@ fn h2_over_tls_decides_every_caller_kind_exactly_as_http1() {
     let dir = tempfile::tempdir().unwrap();
     let mut gw = tls_gateway(&servers, &ca, dir.path());
     gw.base = gw.base.replace("127.0.0.1", "localhost");
-    let (h1, h2) = (https_client(&ca, false), https_client(&ca, true));
+    let (h1, h2) = (
+        https_client(&ca.cert_pem, false),
+        https_client(&ca.cert_pem, true),
+    );
     for kind in kinds() {
         let token = mint(&key, &spec(kind));
         for path in ["/orders/1", "/crm/1", "/orders/../admin"] {

@@ -28,6 +28,16 @@ pub const HUMAN: &str = "ffffffff-6666-6666-6666-000000000001";
 pub const CLASSIC_APP: &str = "99999999-7777-7777-7777-000000000001";
 pub const CLASSIC_APP_SP: &str = "99999999-7777-7777-7777-0000000000b1";
 
+/// An HTTPS client that trusts only the CA certificate `ca_pem`: HTTP/1.1 only, or with
+/// `http2` h2 as well, which ALPN then picks.
+pub fn https_client(ca_pem: &str, http2: bool) -> reqwest::blocking::Client {
+    let b = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(10));
+    let b = if http2 { b } else { b.http1_only() };
+    b.build().unwrap()
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
