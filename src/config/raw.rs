@@ -219,6 +219,9 @@ pub struct RawListener {
     pub address: String,
     /// Serve HTTPS on this listener.
     pub tls: Option<RawListenerTls>,
+    /// Expect a PROXY protocol header (v1 or v2) before each connection's first byte.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `[listeners.tls]`: certificates, client certificates, reload.

@@ -15,6 +15,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// HTTPS when set, plain HTTP/1.1 otherwise.
     pub tls: Option<ListenerTlsConfig>,
+    /// Every connection opens with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// A listener's certificates and client-certificate policy.
@@ -97,6 +99,7 @@ pub(super) fn listener(
     Some(ListenerConfig {
         address: address?,
         tls,
+        proxy_protocol: raw.proxy_protocol,
     })
 }
 

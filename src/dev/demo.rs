@@ -100,6 +100,7 @@ impl DemoTls {
                     client_auth: None,
                     reload_interval: crate::config::raw::default_tls_reload_interval(),
                 }),
+                proxy_protocol: false,
             },
         })
     }

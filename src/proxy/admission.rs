@@ -1,4 +1,5 @@
-//! Admission of new connections: caps on open connections per listener and per client
+//! Admission of new connections: the PROXY protocol header on plain listeners that expect
+//! one ([`super::proxy_protocol`]), caps on open connections per listener and per client
 //! address, then the header read deadline on every connection admitted.
 //!
 //! A connection over either cap is answered at once with `503` and reason
@@ -9,6 +10,7 @@
 
 use super::deadline::HeaderDeadline;
 use super::decision_id::DecisionIds;
+use super::proxy_protocol::{ProxyHeaderError, ProxyProtocol};
 use crate::outcome::{body, Refusal, RequestError};
 use crate::request::client::TrustedProxies;
 use crate::telemetry::Metrics;
@@ -17,6 +19,7 @@ use dashmap::DashMap;
 use pingora::apps::ServerApp;
 use pingora::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +184,8 @@ pub struct Admission<A> {
     pub counts: Arc<ConnectionCounts>,
     pub metrics: Arc<Metrics>,
     pub ids: Arc<DecisionIds>,
+    /// Plain listeners whose connections open with a PROXY protocol header.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 fn inet(addr: Option<&pingora::protocols::l4::socket::SocketAddr>) -> Option<SocketAddr> {
@@ -194,8 +199,35 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
         mut session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let local = inet(
+            session
+                .get_socket_digest()
+                .as_ref()
+                .and_then(|d| d.local_addr()),
+        );
+        if self.proxy_protocol.expects(local) {
+            let fd = session
+                .as_any()
+                .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+                .map(|s| s.as_raw_fd());
+            let read = match fd {
+                Some(fd) => self.proxy_protocol.accept(&mut *session, fd).await,
+                None => Err(ProxyHeaderError::NotInet),
+            };
+            if let Err(e) = read {
+                self.metrics
+                    .connections_refused
+                    .with_label_values(&[
+                        self.counts
+                            .label(local.and_then(|l| self.counts.listener_of(l))),
+                        "proxy_protocol",
+                    ])
+                    .inc();
+                tracing::debug!(error = %e, "connection refused: PROXY protocol");
+                return None;
+            }
+        }
         let digest = session.get_socket_digest();
-        let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
         let peer = inet(digest.as_ref().and_then(|d| d.peer_addr())).map(|a| a.ip());
         let admitted = match self.counts.admit(local, peer) {
             Ok(a) => a,

@@ -7,6 +7,7 @@ pub mod deadline;
 pub mod decision_id;
 pub mod gateway;
 pub mod headers;
+pub mod proxy_protocol;
 mod record;
 pub mod respond;
 pub mod sources;
@@ -138,6 +139,23 @@ fn h2_options(
     options
 }
 
+/// The PROXY protocol listeners among `listeners`, TLS ones or plain ones.
+fn proxy_protocol(
+    config: &Config,
+    listeners: &[ListenerConfig],
+    tls: bool,
+) -> proxy_protocol::ProxyProtocol {
+    proxy_protocol::ProxyProtocol::new(
+        listeners
+            .iter()
+            .filter(|l| l.proxy_protocol && l.tls.is_some() == tls)
+            .map(|l| l.address)
+            .collect(),
+        config.server.trusted_proxies.clone(),
+        config.server.header_read_timeout,
+    )
+}
+
 struct KeyRefresh(Arc<KeyStore>);
 
 #[async_trait]
@@ -208,6 +226,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             counts: parts.connections.clone(),
             metrics: parts.metrics.clone(),
             ids,
+            proxy_protocol: proxy_protocol(config, &parts.listeners, false),
         },
     );
     let (tls, tls_metrics) = crate::tls::listener::load_all(&parts.listeners)?;
@@ -223,6 +242,21 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             Some(t) => proxy.add_tls_with_settings(&l.address.to_string(), None, t.settings()?),
             None => proxy.add_tcp(&l.address.to_string()),
         }
+    }
+    if parts
+        .listeners
+        .iter()
+        .any(|l| l.proxy_protocol && l.tls.is_some())
+    {
+        // pingora calls it for every TLS listener of the service; it reads only where
+        // the listener expects a header.
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(proxy_protocol::PreTlsProxyHeader(proxy_protocol(
+                config,
+                &parts.listeners,
+                true,
+            ))));
     }
     let mut admin = Service::new(
         "agentgate admin".to_string(),
@@ -265,7 +299,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         },
     ));
     for l in &parts.listeners {
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), "proxy listening");
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), proxy_protocol = l.proxy_protocol, "proxy listening");
     }
     tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
     // Returns, rather than exiting here, so the caller drops what it holds on the way out

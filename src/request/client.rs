@@ -20,6 +20,11 @@ impl TrustedProxies {
         Self(networks)
     }
 
+    /// True when no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// True when `addr` is one of the trusted proxies.
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);

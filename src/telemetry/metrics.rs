@@ -194,7 +194,7 @@ impl Metrics {
             connections_refused: IntCounterVec::new(
                 Opts::new(
                     "agentgate_connections_refused_total",
-                    "Connections refused at a connection cap, by listener and cap (listener, client).",
+                    "Connections refused at a connection cap or for a missing or bad PROXY protocol header, by listener and limit (listener, client, proxy_protocol).",
                 ),
                 &["listener", "limit"],
             )?,

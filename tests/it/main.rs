@@ -24,6 +24,7 @@ mod kubernetes;
 mod operations;
 mod path_confusion;
 mod policy_rules;
+mod proxy_protocol;
 mod proxying;
 mod rego;
 mod streams;

@@ -192,6 +192,8 @@ pub struct GatewaySpec {
     /// The listener's `tls` inline table (`{ certificates = [...] }`): the gateway then
     /// serves HTTPS and `base` starts with `https://127.0.0.1`.
     pub listener_tls: Option<String>,
+    /// Extra lines for the `[[listeners]]` table.
+    pub listener_extra: String,
     /// Lay the policy directory and the configuration (then in `etc/`) out as kubelet
     /// mounts ConfigMap volumes ([`kubelet_mount`]).
     pub kubelet_layout: bool,
@@ -218,6 +220,7 @@ impl Default for GatewaySpec {
             admin_extra: String::new(),
             admin_token: None,
             listener_tls: None,
+            listener_extra: String::new(),
             kubelet_layout: false,
             read_only: false,
         }
@@ -382,6 +385,7 @@ upgrade_sock = "{run}/upgrade.sock"
 [[listeners]]
 address = "127.0.0.1:{port}"
 {listener_tls}
+{listener_extra}
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -429,6 +433,7 @@ audiences = ["{API_URI}", "{API}"]
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
             admin_extra = admin_extra,
+            listener_extra = spec.listener_extra,
             listener_tls = spec
                 .listener_tls
                 .as_ref()
