@@ -12,6 +12,15 @@ Full runs then check memory: RSS once 100k distinct tokens are cached, and RSS s
 soak at about half the cached-token throughput, cycling over the same tokens.
 Output: results.json and results.md in --out (default target/load).
 
+Transport rows (`--focus transport` keeps only them and their references): nginx
+terminating TLS and agentgate with a cached token over TLS (wrk, keep-alive); HTTP/2 and
+HTTP/1.1 over that TLS listener with the same load generator (h2load, one stream per
+connection); and full TLS handshakes per second for both (wrk with `Connection: close`,
+so every request is a new connection and a new handshake). All TLS listeners serve the
+same ECDSA P-256 certificate. The report checks the transport targets: TLS cached-token
+CPU within 1.15x of plain, h2 throughput at least HTTP/1.1's, agentgate's handshake CPU
+within 1.3x of nginx's.
+
 Another policy set: `--compare-policies big=DIR` runs this build with the policy directory
 DIR (for instance one whose data/directory.json holds 100,000 agents from
 `agentgate directory sync`), same token, same routes.
@@ -29,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +54,7 @@ TENANT = "aaaaaaaa-1111-1111-1111-000000000001"
 AUD = "api://bbbbbbbb-2222-2222-2222-000000000001"
 SUT_CPU, LOAD_CPU = "0", "1"
 UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED = 19001, 19002, 19003, 19004, 19005, 19006
+NGINX_TLS, AG_TLS = 19007, 19008
 COMPARE_BASE = 19010
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -74,9 +85,16 @@ def pinned(cpu, cmd, log):
     return subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_port(port, deadline=20):
+def wait_port(port, deadline=20, tls=False):
     end = time.time() + deadline
     while time.time() < end:
+        if tls:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+                continue
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
             return
@@ -174,7 +192,12 @@ def write(path, text):
         f.write(text)
 
 
-def agentgate_config(tmp, name, port, cache, policies=os.path.join(ROOT, "policies")):
+def agentgate_config(tmp, name, port, cache, policies=os.path.join(ROOT, "policies"), tls_port=None):
+    tls_listener = "" if tls_port is None else f"""
+[[listeners]]
+address = "127.0.0.1:{tls_port}"
+tls = {{ certificates = [{{ cert = "{tmp}/tls.crt", key = "{tmp}/tls.key" }}] }}
+"""
     write(f"{tmp}/{name}.toml", f"""
 [server]
 threads = 1
@@ -182,6 +205,7 @@ pid_file = "{tmp}/{name}.pid"
 upgrade_sock = "{tmp}/{name}.sock"
 [[listeners]]
 address = "127.0.0.1:{port}"
+{tls_listener}
 [admin]
 address = "127.0.0.1:{port + 100}"
 [identity]
@@ -216,11 +240,18 @@ events {{ worker_connections 4096; }}
 http {{ access_log off; server {{ listen 127.0.0.1:{UPSTREAM}; keepalive_requests 1000000;
   location / {{ return 200 "ok"; }} }} }}""")
     procs["upstream"] = pinned(LOAD_CPU, ["nginx", "-c", f"{tmp}/upstream.conf", "-p", tmp], logs)
+    # One certificate for every TLS listener: ECDSA P-256, as a modern deployment has.
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{tmp}/tls.key", "-out", f"{tmp}/tls.crt", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
     write(f"{tmp}/nginx.conf", f"""
 worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; upstream up {{ server 127.0.0.1:{UPSTREAM}; keepalive 64; }}
   server {{ listen 127.0.0.1:{NGINX}; keepalive_requests 1000000;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+  server {{ listen 127.0.0.1:{NGINX_TLS} ssl; keepalive_requests 1000000;
+    ssl_certificate {tmp}/tls.crt; ssl_certificate_key {tmp}/tls.key; ssl_protocols TLSv1.2 TLSv1.3;
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}""")
     procs["nginx"] = pinned(SUT_CPU, ["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp], logs)
     procs["pingora"] = pinned(SUT_CPU, [BARE, f"127.0.0.1:{BARE_PORT}", f"127.0.0.1:{UPSTREAM}", "1"], logs)
@@ -245,8 +276,9 @@ backend be
 """)
     procs["haproxy"] = pinned(SUT_CPU, ["haproxy", "-f", f"{tmp}/haproxy.cfg"], logs)
     write(f"{tmp}/jwks.json", json.dumps(jwks_for_key(KEY)))
-    for name, port, cache in [("agentgate", AG_CACHED, "true"), ("agentgate-uncached", AG_UNCACHED, "false")]:
-        config = agentgate_config(tmp, name, port, cache)
+    for name, port, cache, tls_port in [("agentgate", AG_CACHED, "true", AG_TLS),
+                                        ("agentgate-uncached", AG_UNCACHED, "false", None)]:
+        config = agentgate_config(tmp, name, port, cache, tls_port=tls_port)
         procs[name] = pinned(SUT_CPU, [AGENTGATE, "serve", "--config", config], logs)
     for i, (label, binary, policies) in enumerate(compare):
         port = COMPARE_BASE + i
@@ -254,6 +286,8 @@ backend be
         procs[f"compare-{i}"] = pinned(SUT_CPU, [binary, "serve", "--config", config], logs)
     for port in [UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED] + compare_ports(compare):
         wait_port(port)
+    for port in [NGINX_TLS, AG_TLS]:
+        wait_port(port, tls=True)
     for port in [AG_CACHED, AG_UNCACHED] + compare_ports(compare):
         wait_compiled_engine(port + 100)
     return procs
@@ -286,22 +320,76 @@ def warm_up(ports, bearer, seconds=2):
                 break
 
 
+def TRANSPORT_ROWS(bearer):
+    """The TLS, HTTP/2 and handshake rows: (name, port, process, header, script, 2xx, tool)."""
+    return [
+        ("nginx TLS termination", NGINX_TLS, "nginx", bearer, None, True, "wrk-tls"),
+        ("agentgate TLS cached token", AG_TLS, "agentgate", bearer, None, True, "wrk-tls"),
+        ("agentgate TLS cached token, HTTP/1.1 (h2load)", AG_TLS, "agentgate", bearer, None, True, "h2load-h1"),
+        ("agentgate TLS cached token, h2 (h2load)", AG_TLS, "agentgate", bearer, None, True, "h2load-h2"),
+        ("agentgate TLS cached token, h2, 8 streams per connection (h2load)", AG_TLS, "agentgate", bearer, None,
+         True, "h2load-h2-mux"),
+        ("nginx TLS new connection per request", NGINX_TLS, "nginx", bearer, None, True, "wrk-tls-close"),
+        ("agentgate TLS new connection per request", AG_TLS, "agentgate", bearer, None, True, "wrk-tls-close"),
+    ]
+
+
 def compare_ports(compare):
     return [COMPARE_BASE + i for i in range(len(compare))]
 
 
-def wrk(port, conns, seconds, header=None, script=None):
+def wrk(port, conns, seconds, header=None, script=None, scheme="http", close=False):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
     if header:
         cmd += ["-H", header]
+    if close:
+        cmd += ["-H", "Connection: close"]
     if script:
         cmd += ["-s", script]
-    out = run(cmd + [f"http://127.0.0.1:{port}/orders/1"])
+    out = run(cmd + [f"{scheme}://127.0.0.1:{port}/orders/1"])
     requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
     rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
     non2xx = next((int(l.split()[-1]) for l in out.splitlines() if "Non-2xx" in l), 0)
     errors = "Socket errors" in out
     return requests, rps, non2xx, errors
+
+
+def h2load(port, conns, seconds, header, h1=False, streams=1):
+    """h2load over TLS (ALPN h2, or HTTP/1.1 with --h1): `conns` requests in flight, as
+    `streams` concurrent streams on each of conns / streams connections."""
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-c", str(max(1, conns // streams)), "-m", str(streams),
+           "-D", str(seconds)]
+    if h1:
+        cmd += ["--h1"]
+    if header:
+        cmd += ["-H", header]
+    out = run(cmd + [f"https://127.0.0.1:{port}/orders/1"])
+    line = next(l for l in out.splitlines() if l.startswith("finished in"))
+    rps = float(line.split(",")[1].split()[0])
+    done = next(l for l in out.splitlines() if l.startswith("requests:"))
+    requests = int(done.split()[1])
+    codes = next(l for l in out.splitlines() if l.startswith("status codes:"))
+    ok2xx = int(codes.split(":")[1].split()[0])
+    if not h1 and "Application protocol: h2" not in out:
+        raise SystemExit(f"h2load on port {port} did not negotiate h2:\n{out}")
+    return requests, rps, requests - ok2xx, False
+
+
+def measure(tool, port, conns, seconds, header, script):
+    """One throughput run with the configuration's load generator."""
+    if tool == "wrk":
+        return wrk(port, conns, seconds, header, script)
+    if tool == "wrk-tls":
+        return wrk(port, conns, seconds, header, script, scheme="https")
+    if tool == "wrk-tls-close":
+        return wrk(port, conns, seconds, header, script, scheme="https", close=True)
+    if tool == "h2load-h2":
+        return h2load(port, conns, seconds, header)
+    if tool == "h2load-h1":
+        return h2load(port, conns, seconds, header, h1=True)
+    if tool == "h2load-h2-mux":
+        return h2load(port, conns, seconds, header, streams=8)
+    raise ValueError(tool)
 
 
 def oha(port, seconds, header):
@@ -328,8 +416,9 @@ def main():
                     help="also run this agentgate binary with a cached token, interleaved with the rest (e.g. an earlier build)")
     ap.add_argument("--compare-policies", action="append", default=[], metavar="LABEL=DIR",
                     help="also run this build with the policy directory DIR (e.g. a 100,000-agent directory) with a cached token")
-    ap.add_argument("--focus", choices=["all", "cached"], default="all",
-                    help="cached: only bare pingora, agentgate with a cached token and the --compare binaries")
+    ap.add_argument("--focus", choices=["all", "cached", "transport"], default="all",
+                    help="cached: only bare pingora, agentgate with a cached token and the --compare binaries; "
+                         "transport: the TLS, HTTP/2 and handshake rows with their references")
     args = ap.parse_args()
     compare = [(*c.split("=", 1), os.path.join(ROOT, "policies")) for c in args.compare]
     compare += [(label, AGENTGATE, os.path.abspath(d)) for label, d in (c.split("=", 1) for c in args.compare_policies)]
@@ -355,30 +444,35 @@ request = function()
 end
 """)
         configs = [
-            ("upstream direct", UPSTREAM, "upstream", bearer, None, True),
-            ("nginx pass-through", NGINX, "nginx", bearer, None, True),
-            ("bare pingora", BARE_PORT, "pingora", bearer, None, True),
-            ("haproxy jwt_verify RS256", HAPROXY, "haproxy", bearer, None, True),
-            ("agentgate cached token", AG_CACHED, "agentgate", bearer, None, True),
-            ("agentgate uncached (RS256 per request)", AG_UNCACHED, "agentgate-uncached", bearer, None, True),
-            ("agentgate deny: no token", AG_CACHED, "agentgate", None, None, False),
-            ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False),
-            ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False),
-        ] + [(f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True)
-             for i, (label, _, _) in enumerate(compare)]
+            ("upstream direct", UPSTREAM, "upstream", bearer, None, True, "wrk"),
+            ("nginx pass-through", NGINX, "nginx", bearer, None, True, "wrk"),
+            ("bare pingora", BARE_PORT, "pingora", bearer, None, True, "wrk"),
+            ("haproxy jwt_verify RS256", HAPROXY, "haproxy", bearer, None, True, "wrk"),
+            ("agentgate cached token", AG_CACHED, "agentgate", bearer, None, True, "wrk"),
+            ("agentgate uncached (RS256 per request)", AG_UNCACHED, "agentgate-uncached", bearer, None, True, "wrk"),
+            ("agentgate deny: no token", AG_CACHED, "agentgate", None, None, False, "wrk"),
+            ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False, "wrk"),
+            ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False, "wrk"),
+        ] + TRANSPORT_ROWS(bearer) + [
+            (f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True, "wrk")
+            for i, (label, _, _) in enumerate(compare)]
         if args.focus == "cached":
             keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token"}
             configs = [c for c in configs if c[0] in keep or c[0].startswith("agentgate cached token [")]
+        if args.focus == "transport":
+            keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token", "nginx pass-through"}
+            keep |= {row[0] for row in TRANSPORT_ROWS(bearer)}
+            configs = [c for c in configs if c[0] in keep]
         results = {name: {} for name, *_ in configs}
         if not args.smoke:
-            warm_up([port for _, port, _, header, _, want_2xx in configs
+            warm_up([port for _, port, _, header, _, want_2xx, _ in configs
                      if want_2xx and port in {AG_CACHED, AG_UNCACHED} | set(compare_ports(compare))], bearer)
         for rnd in range(args.rounds):
-            for name, port, proc, header, script, want_2xx in configs:
+            for name, port, proc, header, script, want_2xx, tool in configs:
                 pids = family(procs[proc].pid)
                 for c in conn_counts:
                     before = cpu_seconds(pids)
-                    requests, rps, non2xx, errors = wrk(port, c, args.duration, header, script)
+                    requests, rps, non2xx, errors = measure(tool, port, c, args.duration, header, script)
                     cpu = cpu_seconds(pids) - before
                     ok = (non2xx == 0) if want_2xx else (non2xx == requests)
                     if not ok:
@@ -390,7 +484,7 @@ end
                     r["rps"].append(rps)
                     r["cpu_us_per_req"].append(1e6 * cpu / max(requests, 1))
                 results[name]["peak_rss_mib"] = peak_rss_kib(pids) / 1024
-                if not args.smoke and want_2xx and shutil.which("oha"):
+                if not args.smoke and want_2xx and tool == "wrk" and shutil.which("oha"):
                     p50, p99 = oha(port, args.duration, header)
                     lat = results[name].setdefault("latency_1000rps", {"p50_us": [], "p99_us": []})
                     lat["p50_us"].append(p50 * 1e6 if p50 is not None else None)
@@ -419,6 +513,37 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def transport_targets(results, conn_counts):
+    """The transport targets, each with its figure and whether it was met."""
+    c = str(conn_counts[0])
+
+    def figure(name, key):
+        r = results.get(name, {}).get(c)
+        return med(r[key]) if r else None
+
+    lines = []
+    checks = [
+        ("TLS cached-token CPU / plain", figure("agentgate TLS cached token", "cpu_us_per_req"),
+         figure("agentgate cached token", "cpu_us_per_req"), "<=", 1.15),
+        ("h2 cached-token throughput / HTTP/1.1 (h2load, TLS)", figure("agentgate TLS cached token, h2 (h2load)", "rps"),
+         figure("agentgate TLS cached token, HTTP/1.1 (h2load)", "rps"), ">=", 1.0),
+        ("h2 with 8 streams per connection / HTTP/1.1 (h2load, TLS)",
+         figure("agentgate TLS cached token, h2, 8 streams per connection (h2load)", "rps"),
+         figure("agentgate TLS cached token, HTTP/1.1 (h2load)", "rps"), ">=", 1.0),
+        ("h2 cached-token throughput / plain HTTP/1.1 (wrk)", figure("agentgate TLS cached token, h2 (h2load)", "rps"),
+         figure("agentgate cached token", "rps"), ">=", 1.0),
+        ("full-handshake CPU / nginx's", figure("agentgate TLS new connection per request", "cpu_us_per_req"),
+         figure("nginx TLS new connection per request", "cpu_us_per_req"), "<=", 1.3),
+    ]
+    for label, ours, reference, op, target in checks:
+        if ours is None or reference is None:
+            continue
+        ratio = ours / reference
+        met = ratio <= target if op == "<=" else ratio >= target
+        lines.append(f"- {label}: {ratio:.2f} (target {op} {target}): {'met' if met else 'missed'}")
+    return lines
+
+
 def report(results, conn_counts, args, mem):
     machine = {"cpus": os.cpu_count(), "kernel": os.uname().release,
                "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}
@@ -440,6 +565,9 @@ def report(results, conn_counts, args, mem):
             fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
             lines.append(f"| {name} | {c} | {rps:,.0f} | {rps / med(bare[str(c)]['rps']):.2f} | {rps / med(hap[str(c)]['rps']):.2f} | "
                          f"{cpu:.1f} | {r['peak_rss_mib']:.1f} | {fmt(p50, 0)} | {fmt(p99, 0)} |")
+    targets = transport_targets(results, conn_counts)
+    if targets:
+        lines += ["", "Transport targets (conns " + str(conn_counts[0]) + "):"] + targets
     if mem:
         lines += ["", f"Memory (agentgate, cached tokens): {mem['tokens']:,} distinct tokens sent, "
                       f"{mem['cached_entries']:,.0f} cached; RSS {mem['rss_after_fill_mib']:.1f} MiB, peak {mem['peak_rss_after_fill_mib']:.1f} MiB."]

@@ -112,11 +112,21 @@ impl IssuedCert {
         Ok((cert, key))
     }
 
-    /// A rustls server configuration serving this certificate; client certificates
-    /// signed by `client_ca` are required when it is given.
+    /// A rustls server configuration serving this certificate over HTTP/1.1; client
+    /// certificates signed by `client_ca` are required when it is given.
     pub fn server_config(
         &self,
         client_ca: Option<&TestCa>,
+    ) -> Result<Arc<ServerConfig>, DevTlsError> {
+        self.server_config_with_alpn(client_ca, &[b"http/1.1"])
+    }
+
+    /// As [`Self::server_config`], offering the ALPN protocols `alpn` (a client offering
+    /// none of them fails the handshake).
+    pub fn server_config_with_alpn(
+        &self,
+        client_ca: Option<&TestCa>,
+        alpn: &[&[u8]],
     ) -> Result<Arc<ServerConfig>, DevTlsError> {
         let provider = crate::tls::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -136,7 +146,7 @@ impl IssuedCert {
             .collect::<Result<Vec<_>, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
         let mut config = builder.with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

@@ -426,6 +426,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_fd = Some(fd);
+        // A retry on a fresh connection: the guard must hold the new socket, not the old.
+        if let Some(stale) = ctx.stream.take() {
+            self.streams.release(&stale);
+        }
         if ctx
             .route
             .as_ref()

@@ -18,7 +18,11 @@ struct TlsUpstream {
     _runtime: tokio::runtime::Runtime,
 }
 
-async fn echo(ConnectInfo(peer): ConnectInfo<TlsPeer>, headers: HeaderMap) -> Json<Value> {
+async fn echo(
+    ConnectInfo(peer): ConnectInfo<TlsPeer>,
+    version: axum::http::Version,
+    headers: HeaderMap,
+) -> Json<Value> {
     let headers: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
@@ -26,6 +30,7 @@ async fn echo(ConnectInfo(peer): ConnectInfo<TlsPeer>, headers: HeaderMap) -> Js
     Json(json!({
         "service": "sample-api",
         "client_cert_sha256": peer.client_certificate.map(|d| sha256_hex(&d)),
+        "version": format!("{version:?}"),
         "headers": headers,
     }))
 }
@@ -33,12 +38,17 @@ async fn echo(ConnectInfo(peer): ConnectInfo<TlsPeer>, headers: HeaderMap) -> Js
 impl TlsUpstream {
     /// Serves with `cert`; requires a client certificate from `client_ca` when given.
     fn start(cert: &IssuedCert, client_ca: Option<&TestCa>) -> Self {
+        Self::start_alpn(cert, client_ca, &[b"http/1.1"])
+    }
+
+    /// As `start`, agreeing only to the ALPN protocols `alpn`.
+    fn start_alpn(cert: &IssuedCert, client_ca: Option<&TestCa>, alpn: &[&[u8]]) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let config = cert.server_config(client_ca).unwrap();
+        let config = cert.server_config_with_alpn(client_ca, alpn).unwrap();
         let addr = runtime.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
@@ -54,11 +64,24 @@ impl TlsUpstream {
 
 /// A gateway whose routes go to `upstream` over HTTPS with the route `tls` table `tls`.
 fn gateway(servers: &Servers, upstream: &TlsUpstream, tls: Option<String>) -> Gateway {
+    gateway_with(servers, upstream, tls, "")
+}
+
+/// As `gateway`, with `route_lines` added to the route.
+fn gateway_with(
+    servers: &Servers,
+    upstream: &TlsUpstream,
+    tls: Option<String>,
+    route_lines: &str,
+) -> Gateway {
     Gateway::start(
         servers,
         GatewaySpec {
             upstreams: Some(vec![format!("https://127.0.0.1:{}", upstream.addr.port())]),
-            route_extra: tls.map_or(String::new(), |t| format!("tls = {t}")),
+            route_extra: format!(
+                "{}\n{route_lines}",
+                tls.map_or(String::new(), |t| format!("tls = {t}"))
+            ),
             ..GatewaySpec::default()
         },
     )
@@ -117,6 +140,30 @@ fn a_trusted_upstream_is_reached_by_ip_and_by_explicit_sni() {
         )),
     );
     call(&gw).assert_allowed();
+}
+
+#[test]
+fn an_h2_route_negotiates_h2_with_its_tls_upstream() {
+    let servers = Servers::start(&[&key("primary")]);
+    let ca = TestCa::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_ca(dir.path(), &ca);
+    // An upstream that agrees to h2 alone.
+    let h2_only = TlsUpstream::start_alpn(&ca.issue(&["127.0.0.1"]).unwrap(), None, &[b"h2"]);
+    let tls = Some(format!("{{ ca_file = {ca_file} }}"));
+    let gw = gateway_with(
+        &servers,
+        &h2_only,
+        tls.clone(),
+        "upstream_protocol = \"h2\"",
+    );
+    let r = call(&gw);
+    r.assert_allowed();
+    assert_eq!(r.body["version"], "HTTP/2.0");
+    assert!(r.upstream_header("x-agentgate-decision-id").is_some());
+    drop(gw);
+    // An HTTP/1.1 route cannot agree on a protocol with it: a TLS failure, not a hang.
+    assert_tls_error(&gateway(&servers, &h2_only, tls));
 }
 
 #[test]
