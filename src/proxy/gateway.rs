@@ -20,6 +20,7 @@ use crate::policy::input::RequestFacts;
 use crate::request::client::{client_address, forwarded, forwarded_for, TrustedProxies};
 use crate::request::framing::check_request;
 use crate::request::upgrade::{self, Upgrade};
+use crate::request::{Target, TargetError};
 use crate::snapshot::Live;
 use crate::telemetry::{DecisionLog, Metrics};
 use async_trait::async_trait;
@@ -68,11 +69,13 @@ struct ConnectionState {
 }
 
 impl Gateway {
-    /// Screens the request (framing, target, route) and runs the decision pipeline on it.
+    /// Screens the request (framing, target, route, the upgrade it asks for) and runs the
+    /// decision pipeline on it.
     async fn decide(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
+        upgrade: Option<Upgrade>,
     ) -> Result<Verdict, RequestError> {
         let req = session.req_header();
         let raw = session
@@ -80,14 +83,7 @@ impl Gateway {
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
         check_request(&req.headers, raw.as_deref(), self.limits.max_header_bytes)?;
-        let target = crate::request::read(
-            &req.uri,
-            req.raw_path(),
-            req.raw_path_is_utf8(),
-            &req.headers,
-            req.version,
-            self.limits.max_uri_bytes,
-        )?;
+        let target = self.target(req)?;
         let route = ctx
             .snapshot
             .routes
@@ -95,7 +91,7 @@ impl Gateway {
             .cloned()
             .ok_or(RequestError::NoRoute)?;
         ctx.route = Some(Arc::clone(&route));
-        let upgrade = match upgrade::requested(&req.headers, req.version) {
+        let upgrade = match upgrade {
             Some(Upgrade::WebSocket) if route.config.websocket => Some(upgrade::WEBSOCKET),
             Some(_) => return Err(RequestError::UpgradeNotAllowed),
             None => None,
@@ -170,10 +166,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// The request as the stream guard keeps it, to decide it again.
-    fn stream_request(&self, session: &Session, ctx: &RequestCtx) -> Option<StreamRequest> {
-        let req = session.req_header();
-        let target = crate::request::read(
+    /// The request's target, read by the path discipline ([`crate::request::read`]).
+    fn target<'a>(&self, req: &'a RequestHeader) -> Result<Target<'a>, TargetError> {
+        crate::request::read(
             &req.uri,
             req.raw_path(),
             req.raw_path_is_utf8(),
@@ -181,7 +176,12 @@ impl Gateway {
             req.version,
             self.limits.max_uri_bytes,
         )
-        .ok()?;
+    }
+
+    /// The request as the stream guard keeps it, to decide it again.
+    fn stream_request(&self, session: &Session, ctx: &RequestCtx) -> Option<StreamRequest> {
+        let req = session.req_header();
+        let target = self.target(req).ok()?;
         let websocket = upgrade::requested(&req.headers, req.version) == Some(Upgrade::WebSocket);
         Some(StreamRequest {
             method: req.method.to_string(),
@@ -298,10 +298,12 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         let req = session.req_header();
-        if upgrade::requested(&req.headers, req.version) == Some(Upgrade::Other) {
+        let mut upgrade = upgrade::requested(&req.headers, req.version);
+        if upgrade == Some(Upgrade::Other) {
             drop_upgrade_offer(session.req_header_mut())?;
+            upgrade = None;
         }
-        let verdict = match self.decide(session, ctx).await {
+        let verdict = match self.decide(session, ctx, upgrade).await {
             Ok(verdict) => verdict,
             Err(e) => return self.refuse(session, ctx, Refusal::Request(e)).await,
         };

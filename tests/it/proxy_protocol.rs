@@ -47,10 +47,32 @@ fn parse(answer: &[u8]) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
+/// The client address of each decision line.
+fn clients(decisions: &[Value]) -> Vec<&str> {
+    decisions
+        .iter()
+        .filter_map(|d| d["client_ip"].as_str())
+        .collect()
+}
+
 /// Writes `prefix` and `request` on one plain connection and reads the answer.
 fn plain_call(gw: &Gateway, prefix: &[u8], request: &str) -> Option<(u16, Value)> {
-    let addr = gw.base.trim_start_matches("http://");
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    plain_call_from(gw, "127.0.0.1", prefix, request)
+}
+
+/// As `plain_call`, connecting from the local address `from`.
+fn plain_call_from(gw: &Gateway, from: &str, prefix: &[u8], request: &str) -> Option<(u16, Value)> {
+    let addr: SocketAddr = gw.base.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut tcp = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    tcp.set_nonblocking(false).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     tcp.write_all(prefix).unwrap();
@@ -112,11 +134,11 @@ fn a_proxy_header_names_the_client_on_a_plain_listener() {
     assert_eq!(refused(&gw), before + 1.0);
 
     let decisions = gw.wait_decisions(2);
-    let clients: Vec<&str> = decisions
-        .iter()
-        .filter_map(|d| d["client_ip"].as_str())
-        .collect();
-    assert_eq!(clients, ["10.1.2.3", "203.0.113.7"], "{decisions:?}");
+    assert_eq!(
+        clients(&decisions),
+        ["10.1.2.3", "203.0.113.7"],
+        "{decisions:?}"
+    );
 }
 
 #[test]
@@ -186,9 +208,48 @@ fn a_proxy_header_before_the_tls_handshake_names_the_client() {
     // Without a header the handshake never starts: the connection is closed.
     assert!(call(Vec::new()).is_err());
     let decisions = gw.wait_decisions(2);
-    let clients: Vec<&str> = decisions
-        .iter()
-        .filter_map(|d| d["client_ip"].as_str())
-        .collect();
-    assert_eq!(clients, ["10.1.2.3", "203.0.113.7"], "{decisions:?}");
+    assert_eq!(
+        clients(&decisions),
+        ["10.1.2.3", "203.0.113.7"],
+        "{decisions:?}"
+    );
+}
+
+#[test]
+fn only_trusted_peers_may_send_a_header_and_a_silent_one_is_cut_off() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            listener_extra: "proxy_protocol = true".into(),
+            server_extra: "trusted_proxies = [\"127.0.0.2/32\"]\nheader_read_timeout = \"1s\""
+                .into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let header = b"PROXY TCP4 10.1.2.3 10.0.0.1 51000 443\r\n";
+    // The balancer (trusted) is believed.
+    let (status, body) = plain_call_from(&gw, "127.0.0.2", header, &request(&token, "")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["headers"]["x-forwarded-for"], "10.1.2.3");
+    // Any other peer is closed without an answer, valid header or not.
+    assert_eq!(
+        plain_call_from(&gw, "127.0.0.1", header, &request(&token, "")),
+        None
+    );
+    // A trusted peer that sends nothing is cut off at the header deadline.
+    let started = std::time::Instant::now();
+    assert_eq!(plain_call_from(&gw, "127.0.0.2", b"", ""), None);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let decisions = gw.wait_decisions(1);
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["client_ip"], "10.1.2.3");
 }
