@@ -3,9 +3,13 @@
 //! `new_ctx` loads the snapshot the request will be routed and decided by; `request_filter`
 //! screens, routes and authorises, and either writes the refusal or lets the request
 //! through; `request_body_filter` holds the body to the route's `max_body_bytes`;
-//! `upstream_peer` picks an upstream; `upstream_request_filter` replaces identity headers;
-//! `fail_to_proxy` answers refusals made while the body streamed and maps upstream
-//! failures; `logging` records the request once.
+//! `upstream_peer` picks an upstream (HTTP/2 where the route asks); `upstream_request_filter`
+//! replaces identity headers; `connected_to_upstream` and `upstream_response_filter` hand
+//! long-lived streams to the stream guard ([`super::streams`]) and read an upstream's
+//! `grpc-status`; `response_body_filter` releases a stream once its answer ends;
+//! `fail_to_proxy` answers refusals made while the body streamed, streams the guard ended
+//! before their answer, and upstream failures (gRPC-shaped on gRPC routes); `logging`
+//! records the request once.
 
 use super::context::{GrpcStatus, RequestCtx};
 use super::decision_id::DecisionIds;
