@@ -123,8 +123,8 @@ pub fn build_parts(config: &Config, listeners: Vec<ListenerConfig>) -> Result<Pa
     })
 }
 
-/// HTTP/2 limits: the header list as large as an HTTP/1.1 header block may be (a
-/// CONTINUATION flood ends there), the configured concurrent streams, and few pending or
+/// HTTP/2 limits: the header list as large as an HTTP/1.1 header block may be (the `h2`
+/// crate ends a CONTINUATION flood past it with GOAWAY), the configured concurrent streams, and few pending or
 /// locally caused resets (rapid reset, CVE-2023-44487: a client that keeps resetting
 /// streams is sent GOAWAY).
 fn h2_options(

@@ -354,3 +354,107 @@ fn streams_reset_after_they_were_taken_up_are_bounded_per_connection() {
     gw.call("GET", "/orders/1", Some(&token))
         .assert_denied(504, "upstream_timeout");
 }
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK literal header field without indexing, new name (both shorter than 127 bytes).
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut b = vec![0x00, name.len() as u8];
+    b.extend_from_slice(name.as_bytes());
+    b.push(value.len() as u8);
+    b.extend_from_slice(value.as_bytes());
+    b
+}
+
+/// Opens stream 1 on a raw h2c connection with a HEADERS frame that never ends, then sends
+/// CONTINUATION frames of 100-byte headers until the server stops it or `budget` bytes
+/// are sent; what was sent, and the type of the first frame the server sent after its
+/// SETTINGS (GOAWAY 7, RST_STREAM 3, HEADERS 1), if any.
+fn continuation_flood(addr: &str, budget: usize) -> (usize, Option<u8>) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    tcp.write_all(&frame(0x4, 0, 0, &[])).unwrap();
+    // :method GET, :scheme http, :path /, then :authority, no END_HEADERS.
+    let mut first = vec![0x82, 0x86, 0x84];
+    first.extend(literal(":authority", "localhost"));
+    tcp.write_all(&frame(0x1, 0x1, 1, &first)).unwrap();
+    let block = literal("x-flood", &"a".repeat(100));
+    let mut sent = 0;
+    let mut reader = tcp.try_clone().unwrap();
+    let answered = std::thread::spawn(move || {
+        // Skip the server's frames until one that ends the flood.
+        let mut head = [0u8; 9];
+        loop {
+            if reader.read_exact(&mut head).is_err() {
+                return None;
+            }
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if reader.read_exact(&mut payload).is_err() {
+                return None;
+            }
+            if matches!(head[3], 0x7 | 0x3 | 0x1) {
+                return Some(head[3]);
+            }
+        }
+    });
+    while sent < budget {
+        if tcp.write_all(&frame(0x9, 0, 1, &block)).is_err() {
+            break;
+        }
+        sent += 9 + block.len();
+    }
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
+    (sent, answered.join().unwrap())
+}
+
+#[test]
+fn a_continuation_flood_is_cut_off_and_others_are_still_served() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "h2c = true".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    // 4 MiB of header continuation, 128 times the 32 KiB header limit.
+    let budget = 4 << 20;
+    let flood = {
+        let addr = addr.clone();
+        std::thread::spawn(move || continuation_flood(&addr, budget))
+    };
+    let client = h2c_client();
+    for _ in 0..10 {
+        call(&gw, &client, "/orders/1", Some(&token), &[])
+            .0
+            .assert_allowed();
+    }
+    let (sent, answer) = flood.join().unwrap();
+    eprintln!("flood: {sent} bytes sent, server answered with frame type {answer:?}");
+    // The server ended the connection (GOAWAY, then close) instead of buffering the flood.
+    assert_eq!(answer, Some(0x7), "after {sent} bytes");
+    assert!(sent < budget, "the whole flood was taken in");
+    call(&gw, &client, "/orders/1", Some(&token), &[])
+        .0
+        .assert_allowed();
+    // The flood never became a request.
+    let metrics = gw.metrics();
+    assert_eq!(requests(&metrics, "decision=\"allow\""), 11.0, "{metrics}");
+    assert_eq!(requests(&metrics, "decision=\"deny\""), 0.0, "{metrics}");
+}
