@@ -75,8 +75,10 @@ fn plain_call_from(gw: &Gateway, from: &str, prefix: &[u8], request: &str) -> Op
     tcp.set_nonblocking(false).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    tcp.write_all(prefix).unwrap();
-    tcp.write_all(request.as_bytes()).unwrap();
+    // The gateway may close a refused connection before the request is written.
+    let _ = tcp
+        .write_all(prefix)
+        .and_then(|()| tcp.write_all(request.as_bytes()));
     let mut answer = Vec::new();
     let _ = tcp.read_to_end(&mut answer);
     parse(&answer)
