@@ -110,3 +110,18 @@ impl RequestCtx {
         matches!(self.outcome, Some(Outcome::Allowed(_)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_are_codes_or_invalid() {
+        let parse = |v: &'static str| GrpcStatus::parse(&http::HeaderValue::from_static(v));
+        assert_eq!(parse("0"), GrpcStatus::Code(0));
+        assert_eq!(parse("16").label(), "16");
+        assert_eq!(parse("17"), GrpcStatus::Invalid);
+        assert_eq!(parse("-1"), GrpcStatus::Invalid);
+        assert_eq!(parse("ok").label(), "invalid");
+    }
+}
