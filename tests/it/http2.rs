@@ -26,6 +26,17 @@ fn tls_gateway(servers: &Servers, ca: &TestCa, dir: &std::path::Path) -> Gateway
     )
 }
 
+/// A plain gateway that also takes h2c with prior knowledge; `server_extra` adds settings.
+fn h2c_gateway(servers: &Servers, server_extra: &str) -> Gateway {
+    Gateway::start(
+        servers,
+        GatewaySpec {
+            server_extra: format!("h2c = true\n{server_extra}"),
+            ..Default::default()
+        },
+    )
+}
+
 fn h2c_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .http2_prior_knowledge()
@@ -109,13 +120,9 @@ fn h2_over_tls_decides_every_caller_kind_exactly_as_http1() {
 fn h2c_applies_the_same_checks_and_outlives_the_header_deadline() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
+    let gw = h2c_gateway(
         &servers,
-        GatewaySpec {
-            server_extra: "h2c = true\nheader_read_timeout = \"1s\"\nmax_header_bytes = 8192"
-                .into(),
-            ..Default::default()
-        },
+        "header_read_timeout = \"1s\"\nmax_header_bytes = 8192",
     );
     let client = h2c_client();
     let token = mint(&key, &spec(CallerKind::AgentApp));
@@ -253,13 +260,7 @@ fn requests(metrics: &str, label: &str) -> f64 {
 fn streams_reset_at_once_cost_no_decision_and_others_are_still_served() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
-        &servers,
-        GatewaySpec {
-            server_extra: "h2c = true".into(),
-            ..Default::default()
-        },
-    );
+    let gw = h2c_gateway(&servers, "");
     let token = mint(&key, &spec(CallerKind::AgentApp));
     gw.sent(&token);
     let addr = gw.base.trim_start_matches("http://").to_string();
@@ -423,13 +424,7 @@ fn continuation_flood(addr: &str, budget: usize) -> (usize, Option<u8>) {
 fn a_continuation_flood_is_cut_off_and_others_are_still_served() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
-        &servers,
-        GatewaySpec {
-            server_extra: "h2c = true".into(),
-            ..Default::default()
-        },
-    );
+    let gw = h2c_gateway(&servers, "");
     let token = mint(&key, &spec(CallerKind::AgentApp));
     gw.sent(&token);
     let addr = gw.base.trim_start_matches("http://").to_string();
