@@ -91,10 +91,13 @@ impl RequestCtx {
     }
 
     /// The `grpc-status` the client got on a gRPC route: the gateway's for its own
-    /// answers, else the upstream's valid one.
+    /// answers (a stream the guard ended included), else the upstream's valid one.
     pub(super) fn grpc_status_sent(&self) -> Option<u8> {
         if self.dialect() != Dialect::Grpc {
             return None;
+        }
+        if let Some(cause) = self.stream.as_ref().and_then(|s| s.closed()) {
+            return Some(grpc_status_for(cause.status()));
         }
         match (&self.upstream_failure, &self.outcome) {
             (Some(f), _) => Some(grpc_status_for(f.status())),

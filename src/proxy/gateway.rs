@@ -6,19 +6,21 @@
 //! `upstream_peer` picks an upstream (HTTP/2 where the route asks); `upstream_request_filter`
 //! replaces identity headers; `connected_to_upstream` and `upstream_response_filter` hand
 //! long-lived streams to the stream guard ([`super::streams`]) and read an upstream's
-//! `grpc-status`; `response_body_filter` releases a stream once its answer ends;
+//! `grpc-status`; `response_body_filter` and the trailer filter release a stream once its
+//! answer ends; `error_while_proxy` keeps a request the guard ended from being retried;
 //! `fail_to_proxy` answers refusals made while the body streamed, streams the guard ended
-//! before their answer, and upstream failures (gRPC-shaped on gRPC routes); `logging`
-//! records the request once.
+//! (before their answer, or in a gRPC call's trailers after it began), and upstream
+//! failures (gRPC-shaped on gRPC routes); `logging` records the request once.
 
 use super::context::{GrpcStatus, RequestCtx};
 use super::decision_id::DecisionIds;
 use super::headers::{add_identity_headers, drop_upgrade_offer, strip_inbound_headers};
 use super::record;
-use super::respond::{client_went_away, send_failure, send_refusal, upstream_failure, Dialect};
+use super::respond::{
+    client_went_away, send_failure, send_grpc_trailers, send_refusal, upstream_failure, Dialect,
+};
 use super::streams::{CloseCause, NewStream, OpenStreams, StreamRequest};
 use crate::authorize::{Authorizer, Verdict};
-use crate::identity::TokenError;
 use crate::outcome::{Outcome, Refusal, RequestError, UpstreamFailure};
 use crate::policy::input::RequestFacts;
 use crate::request::client::{client_address, forwarded, forwarded_for, TrustedProxies};
@@ -208,9 +210,6 @@ impl Gateway {
         else {
             return Ok(());
         };
-        if route.config.upstream_h2 {
-            return Ok(());
-        }
         let request = self
             .stream_request(session, ctx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "stream request unreadable"))?;
@@ -228,6 +227,39 @@ impl Gateway {
             .map_err(|e| Error::because(ErrorType::InternalError, "guarding the stream", e))?;
         ctx.stream = Some(stream);
         Ok(())
+    }
+
+    /// Tells the guard the request's answer has ended. Called as soon as the end is seen,
+    /// before pingora may return the upstream connection to its pool.
+    fn release_stream(&self, ctx: &RequestCtx) {
+        if let Some(stream) = &ctx.stream {
+            self.streams.release(stream);
+        }
+    }
+
+    /// Ends an answer under way that the stream guard cut off. The upstream did not fail
+    /// (unless the request ran out of time): the request stays allowed and its decision log
+    /// line says why the stream ended; a gRPC client reads why in the call's trailers.
+    async fn end_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        cause: &CloseCause,
+    ) -> FailToProxy {
+        if *cause == CloseCause::RequestTimeout {
+            ctx.upstream_failure = Some(UpstreamFailure::RequestTimeout);
+        }
+        if ctx.dialect() == Dialect::Grpc {
+            let sent =
+                send_grpc_trailers(session, cause.status(), cause.reason(), &ctx.decision_id).await;
+            if let Err(err) = sent {
+                tracing::debug!(decision_id = %ctx.decision_id, error = %err, "could not end the gRPC call");
+            }
+        }
+        FailToProxy {
+            error_code: cause.status(),
+            can_reuse_downstream: false,
+        }
     }
 
     /// Writes `refusal`, closing the connection when its framing is in doubt.
@@ -380,6 +412,9 @@ impl ProxyHttp for Gateway {
         if route.config.upstream_h2 {
             // Over TLS this offers ALPN `h2` alone; over plain TCP pingora speaks h2c.
             peer.options.set_http_version(2, 2);
+            // One stream per connection at a time, so the stream guard can end a stream
+            // by shutting its connection down without touching another.
+            peer.options.max_h2_streams = 1;
         }
         ctx.tries += 1;
         Ok(Box::new(peer))
@@ -436,10 +471,11 @@ impl ProxyHttp for Gateway {
         if let Some(stale) = ctx.stream.take() {
             self.streams.release(&stale);
         }
+        // Any gRPC call may be a stream; a request timeout needs the guard's clock.
         if ctx
             .route
             .as_ref()
-            .is_some_and(|r| r.config.request_timeout.is_some())
+            .is_some_and(|r| r.config.grpc || r.config.request_timeout.is_some())
         {
             self.open_stream(session, ctx)?;
         }
@@ -460,10 +496,11 @@ impl ProxyHttp for Gateway {
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS || event_stream {
             self.open_stream(session, ctx)?;
         }
-        // A trailers-only gRPC answer carries its status in the headers.
+        // A trailers-only gRPC answer carries its status in the headers, and is complete.
         if ctx.dialect() == Dialect::Grpc {
             if let Some(v) = response.headers.get("grpc-status") {
                 ctx.grpc_status = Some(GrpcStatus::parse(v));
+                self.release_stream(ctx);
             }
         }
         Ok(())
@@ -480,6 +517,8 @@ impl ProxyHttp for Gateway {
                 ctx.grpc_status = Some(GrpcStatus::parse(v));
             }
         }
+        // Trailers end the answer.
+        self.release_stream(ctx);
         Ok(())
     }
 
@@ -505,13 +544,33 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        // Released before pingora may pool the upstream connection.
         if end_of_stream {
-            if let Some(stream) = &ctx.stream {
-                self.streams.release(stream);
-            }
+            self.release_stream(ctx);
         }
         Ok(None)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A request the stream guard ended must not be sent again; otherwise pingora's
+        // rule: idempotent requests with their body still at hand, on a reused connection.
+        let ended = ctx.stream.as_ref().is_some_and(|s| s.closed().is_some());
+        if ended
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     fn fail_to_connect(
@@ -536,16 +595,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let closed = ctx.stream.as_ref().and_then(|s| s.closed()).cloned();
-        if session.response_written().is_none() {
+        if let Some(cause) = &closed {
+            if session.response_written().is_some() {
+                return self.end_answer(session, ctx, cause).await;
+            }
             // The guard ended the request before its answer began: the client learns why.
-            match &closed {
-                Some(CloseCause::Denied(refusal)) => {
-                    ctx.outcome = Some(Outcome::Refused(refusal.clone()));
-                }
-                Some(CloseCause::TokenExpired) => {
-                    ctx.outcome = Some(Outcome::Refused(Refusal::Token(TokenError::Expired)));
-                }
-                Some(CloseCause::RequestTimeout) | None => {}
+            if let Some(refusal) = cause.refusal() {
+                ctx.outcome = Some(Outcome::Refused(refusal));
             }
         }
         if let Some(Outcome::Refused(refusal)) = &ctx.outcome {
@@ -581,9 +637,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(stream) = &ctx.stream {
-            self.streams.release(stream);
-        }
+        self.release_stream(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         record::upstream(&self.metrics, ctx, status);
         record::request(&self.metrics, &self.decision_log, session, ctx, status);

@@ -63,6 +63,28 @@ pub async fn send_failure(
     .await
 }
 
+/// Ends a gRPC answer already under way with the gateway's status in its trailers, as a
+/// gRPC server ends a call: how a client learns why the stream guard ended its stream.
+pub async fn send_grpc_trailers(
+    session: &mut Session,
+    status: u16,
+    reason: &str,
+    decision_id: &str,
+) -> Result<()> {
+    let value = |v: &str| {
+        http::HeaderValue::from_str(v)
+            .map_err(|e| Error::because(ErrorType::InternalError, "gRPC trailer", e))
+    };
+    let mut trailers = http::HeaderMap::with_capacity(3);
+    trailers.insert(
+        "grpc-status",
+        http::HeaderValue::from(u16::from(grpc_status_for(status))),
+    );
+    trailers.insert("grpc-message", value(&grpc_message(reason))?);
+    trailers.insert("x-agentgate-decision-id", value(decision_id)?);
+    session.write_response_trailers(trailers).await
+}
+
 fn head(status: u16, reason: &str, decision_id: &str, dialect: Dialect) -> Result<ResponseHeader> {
     if dialect == Dialect::Grpc {
         let mut header = ResponseHeader::build(200, Some(6))?;

@@ -1,8 +1,8 @@
 //! Long-lived streams, and the guard that ends them when they may no longer run.
 //!
-//! A WebSocket upgrade (101) or a server-sent events response (`text/event-stream`) from
-//! an HTTP/1.1 upstream, and every request on a route with a `request_timeout`, is
-//! registered here with a duplicate of its upstream socket. [`StreamGuard`] looks at the
+//! A WebSocket upgrade (101), a server-sent events response (`text/event-stream`), every
+//! call on a gRPC route and every request on a route with a `request_timeout` is registered
+//! here with a duplicate of its upstream socket. [`StreamGuard`] looks at the
 //! open streams every [`TICK`] and ends one when its token's `exp` has passed, its route's
 //! `request_timeout` has run out, or the snapshot swapped in since it was last decided
 //! refuses it (the request is decided again, exactly as a new one would be). Ending means
@@ -12,11 +12,13 @@
 //! Ordinary requests never touch the registry. The duplicate descriptor keeps the socket
 //! (and so its number) alive while it is registered, so the guard can only ever shut down
 //! the connection it was given; a stream leaves the registry when its response ends,
-//! before pingora could return the connection to its pool. HTTP/2 upstream connections
-//! carry many streams at once and are not registered.
+//! before pingora could return the connection to its pool. An HTTP/2 upstream connection
+//! carries one stream at a time (the gateway pins pingora's `max_h2_streams` to 1), so
+//! shutting it down ends that stream alone.
 
 use crate::authorize::Authorizer;
-use crate::outcome::{Outcome, Refusal};
+use crate::identity::TokenError;
+use crate::outcome::{Outcome, Refusal, UpstreamFailure};
 use crate::policy::input::RequestFacts;
 use crate::snapshot::{Live, Snapshot};
 use crate::telemetry::Metrics;
@@ -61,6 +63,24 @@ impl CloseCause {
         match self {
             Self::Denied(refusal) => refusal.reason(),
             other => other.label(),
+        }
+    }
+
+    /// The refusal the client is told, unless the stream timed out.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::TokenExpired => Some(Refusal::Token(TokenError::Expired)),
+            Self::RequestTimeout => None,
+            Self::Denied(refusal) => Some(refusal.clone()),
+        }
+    }
+
+    /// The HTTP status the client is told (gRPC clients: the `grpc-status` it maps to).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::TokenExpired => Refusal::Token(TokenError::Expired).status(),
+            Self::RequestTimeout => UpstreamFailure::RequestTimeout.status(),
+            Self::Denied(refusal) => refusal.status(),
         }
     }
 }
@@ -284,6 +304,37 @@ impl BackgroundService for StreamGuard {
                     self.metrics.streams_open.set(self.streams.len() as i64);
                 }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::RequestError;
+
+    #[test]
+    fn an_ended_stream_is_told_what_a_new_request_would_be() {
+        let no_route = Refusal::Request(RequestError::NoRoute);
+        let cases = [
+            (CloseCause::TokenExpired, 401, "token_expired", true),
+            (CloseCause::RequestTimeout, 504, "request_timeout", false),
+            (
+                CloseCause::Denied(no_route.clone()),
+                no_route.status(),
+                no_route.reason(),
+                true,
+            ),
+        ];
+        for (cause, status, reason, refused) in cases {
+            assert_eq!(
+                (cause.status(), cause.reason(), cause.refusal().is_some()),
+                (status, reason, refused),
+                "{cause:?}"
+            );
+            if let Some(refusal) = cause.refusal() {
+                assert_eq!((refusal.status(), refusal.reason()), (status, reason));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! gRPC routes: a real tonic client through the gateway (h2c) to a real tonic server behind
 //! it (h2c upstream), unary and server-streaming; refusals a gRPC client understands
 //! (`grpc-status` 16 and 7 with the reason in `grpc-message`); the upstream's own statuses
-//! counted by `grpc-status`.
+//! counted by `grpc-status`; open streams ended at `exp` and by a refusing reload.
 
 use crate::support::*;
 use agentgate::identity::CallerKind;
@@ -232,4 +232,105 @@ fn grpc_refusals_are_grpc_shaped_for_http1_clients_too() {
     // Routes that are not gRPC keep their JSON refusals.
     gw.call("GET", "/orders/1", None)
         .assert_denied(401, "missing_token");
+}
+
+/// Opens a watch on `orders` with `token` and reads its first message.
+async fn open_watch(
+    client: &mut HealthClient<Channel>,
+    gw: &Gateway,
+    token: &str,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let mut stream = client
+        .watch(check("orders", gw, Some(token)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    stream
+}
+
+/// Waits up to `limit` for `stream` to end; the status it ended with and when.
+async fn ended(
+    stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+    limit: Duration,
+) -> (tonic::Status, std::time::Instant) {
+    match tokio::time::timeout(limit, stream.message()).await {
+        Ok(Err(status)) => (status, std::time::Instant::now()),
+        Ok(Ok(message)) => panic!("the stream went on: {message:?}"),
+        Err(_) => panic!("the stream stayed open for {limit:?}"),
+    }
+}
+
+#[test]
+fn an_open_grpc_stream_ends_on_a_reload_that_refuses_it_and_at_its_tokens_exp() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (upstream, _reporter) = rt.block_on(health_server());
+    let gw = grpc_gateway(&servers, upstream);
+    let mut short = spec(CallerKind::AgentApp);
+    short.lifetime_secs = 3;
+    let short_lived = mint(&key, &short);
+    let exp = short.issued_at + 3;
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+
+    let mut client = rt.block_on(client(&gw));
+    // At exp: UNAUTHENTICATED token_expired in the call's trailers, within a tick or so.
+    let (status, _) = rt.block_on(async {
+        let mut expiring = open_watch(&mut client, &gw, &short_lived).await;
+        ended(&mut expiring, Duration::from_secs(6)).await
+    });
+    let late = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - exp as f64;
+    assert!((0.0..1.0).contains(&late), "ended {late:.3}s after exp");
+    assert_refused(&status, tonic::Code::Unauthenticated, "token_expired");
+
+    // A reload that takes the route from the caller's blueprint: PERMISSION_DENIED.
+    let mut watched = rt.block_on(open_watch(&mut client, &gw, &token));
+    let mut access = access_with_health_route();
+    access["blueprints"][BP_SALES]["routes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("health");
+    std::fs::write(
+        gw.dir.path().join("policies/data/access.json"),
+        serde_json::to_vec_pretty(&access).unwrap(),
+    )
+    .unwrap();
+    let (code, body) = gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let swapped = std::time::Instant::now();
+    let (status, at) = rt.block_on(ended(&mut watched, Duration::from_secs(5)));
+    assert!(
+        at - swapped < Duration::from_secs(1),
+        "took {:?}",
+        at - swapped
+    );
+    assert_refused(&status, tonic::Code::PermissionDenied, "route_not_allowed");
+
+    let metrics = gw.metrics();
+    for cause in ["token_expired", "denied"] {
+        let series = format!(r#"agentgate_streams_closed_total{{cause="{cause}",route="health"}}"#);
+        assert_eq!(metric(&metrics, &series), 1.0, "{metrics}");
+    }
+    let decisions = gw.wait_decisions(2);
+    let closed: Vec<(bool, u64, &str)> = decisions
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d["allow"].as_bool()?,
+                d["grpc_status"].as_u64()?,
+                d["stream_closed"].as_str()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        closed,
+        [(true, 16, "token_expired"), (true, 7, "route_not_allowed")],
+        "{decisions:?}"
+    );
 }

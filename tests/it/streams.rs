@@ -385,3 +385,54 @@ fn request_timeout_bounds_a_slow_answer_and_an_open_event_stream() {
         2.0
     );
 }
+
+#[test]
+fn a_request_the_guard_ended_is_not_sent_again() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    // Answers the first request on each connection and holds every later one: the second
+    // request through the gateway waits on a pooled connection, which pingora would
+    // otherwise retry on a new one (where it would be answered).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().to_string();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut c = conn.unwrap();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                let mut answered = false;
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        if !answered {
+                            answered = true;
+                            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            upstreams: Some(vec![upstream]),
+            route_extra: "request_timeout = \"500ms\"".into(),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    let first = gw.call("GET", "/orders/1", Some(&token));
+    assert_eq!((first.status, first.body.as_str()), (200, Some("ok")));
+    gw.call("GET", "/orders/2", Some(&token))
+        .assert_denied(504, "request_timeout");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.load(Ordering::SeqCst), 2);
+}
