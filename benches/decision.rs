@@ -21,7 +21,7 @@ use agentgate::policy::{EngineState, PolicySnapshot};
 use agentgate::routes::{RouteAccess, RouteTable};
 use agentgate::snapshot::Snapshot;
 use base64::Engine;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -206,6 +206,45 @@ fn benches(c: &mut Criterion) {
     c.bench_function("policy/evaluate_shipped_compiled", |b| {
         b.iter(|| compiled.decide(input.clone()).unwrap())
     });
+    // The same input again, answered by the decision cache of a set that serves.
+    let remembered = PolicySnapshot::load(&s.config.policy.dir, BUDGET, None).unwrap();
+    assert_eq!(remembered.compile_now(), EngineState::Compiled);
+    remembered.remember_decisions(s.config.policy.decision_cache);
+    assert_eq!(
+        remembered.decide(input.clone()),
+        compiled.decide(input.clone())
+    );
+    c.bench_function("policy/decide_remembered", |b| {
+        b.iter(|| remembered.decide(input.clone()).unwrap())
+    });
+    // An input never seen before (a new x-request-id): the cache's cost on a miss.
+    let mut request_id = 0u64;
+    let mut new_input = || {
+        request_id += 1;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-request-id", request_id.into());
+        build_input(
+            &RequestFacts {
+                headers: &headers,
+                ..facts
+            },
+            parts,
+        )
+    };
+    c.bench_function("policy/decide_new_input_cache_off", |b| {
+        b.iter_batched(
+            &mut new_input,
+            |i| compiled.decide(i).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("policy/decide_new_input_cache_on", |b| {
+        b.iter_batched(
+            &mut new_input,
+            |i| remembered.decide(i).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     let scaled_dir = scaled_policy_dir(&s.config.policy.dir, 10);
     let scaled = PolicySnapshot::load(scaled_dir.path(), BUDGET, None).unwrap();
     assert_eq!(scaled.compile_now(), EngineState::Compiled);
@@ -230,7 +269,7 @@ fn benches(c: &mut Criterion) {
             TokenValidator::new(s.keys.clone(), &s.config.identity),
             &s.config.identity,
             &cache_cfg,
-            s.config.policy.input_headers.clone(),
+            &s.config.policy,
         );
         c.bench_function(name, |b| {
             b.iter(|| {

@@ -7,7 +7,7 @@
 //! cache TTL; lifetime, audience and the signing key's presence are re-checked on every hit,
 //! and failures are never cached.
 
-use crate::config::{IdentityConfig, TokenCacheConfig};
+use crate::config::{IdentityConfig, PolicyConfig, TokenCacheConfig};
 use crate::identity::pool::StringPool;
 use crate::identity::{bearer_token, TokenError, TokenValidator, VerifiedToken};
 use crate::outcome::{Allowed, Outcome, PolicyDenial, Refusal};
@@ -101,6 +101,8 @@ pub struct Authorizer {
     cache_ttl: u64,
     max_token_bytes: usize,
     input_headers: Vec<http::HeaderName>,
+    /// `policy.time_resolution` in nanoseconds (at least 1).
+    time_resolution_ns: u64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
 }
@@ -118,7 +120,7 @@ impl Authorizer {
         validator: TokenValidator,
         identity: &IdentityConfig,
         cache: &TokenCacheConfig,
-        input_headers: Vec<http::HeaderName>,
+        policy: &PolicyConfig,
     ) -> Self {
         Self {
             validator,
@@ -126,7 +128,10 @@ impl Authorizer {
             strings: StringPool::new(SHARED_STRINGS),
             cache_ttl: cache.max_ttl.as_secs(),
             max_token_bytes: identity.max_token_bytes,
-            input_headers,
+            input_headers: policy.input_headers.clone(),
+            time_resolution_ns: u64::try_from(policy.time_resolution.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
         }
@@ -193,8 +198,12 @@ impl Authorizer {
         let (outcome, input, shadow) = match policy.directory.resolve(&caller.token.caller) {
             Err(e) => (Outcome::Refused(Refusal::Directory(e)), None, None),
             Ok(resolution) => {
+                let seen = RequestFacts {
+                    time_ns: request.time_ns - request.time_ns % self.time_resolution_ns,
+                    ..*request
+                };
                 let input = build_input(
-                    request,
+                    &seen,
                     InputParts {
                         route: &route.input,
                         token: &caller.token,

@@ -120,7 +120,7 @@ pub fn evaluate(config: &Config, req: &EvalRequest) -> Result<Value> {
         TokenValidator::new(keys.clone(), &identity),
         &identity,
         &cache,
-        config.policy.input_headers.clone(),
+        &config.policy,
     );
     let facts = RequestFacts {
         method: &req.method,

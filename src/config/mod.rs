@@ -191,6 +191,10 @@ pub struct PolicyConfig {
     pub test_timeout: Duration,
     /// Request headers copied into `input.request.headers`.
     pub input_headers: Vec<HeaderName>,
+    /// `input.request.time_ns` is rounded down to a multiple of this.
+    pub time_resolution: Duration,
+    /// Decisions remembered per policy set (0: none).
+    pub decision_cache: usize,
     pub engine: PolicyEngine,
     /// Load the policy set from a bundle instead of `dir`.
     pub bundle: Option<BundleConfig>,
@@ -294,6 +298,9 @@ pub struct DevConfig {
 /// The longest route prefix accepted, a guard against nonsense.
 const MAX_PREFIX_LEN: usize = 1024;
 
+/// The coarsest `policy.time_resolution`: policy may see the time this much early.
+const MAX_TIME_RESOLUTION: Duration = Duration::from_secs(3600);
+
 // === impl Config ===
 
 impl Config {
@@ -363,6 +370,8 @@ impl Config {
                 .iter()
                 .filter_map(|h| input_header(h, &mut problems))
                 .collect(),
+            time_resolution: raw.policy.time_resolution,
+            decision_cache: raw.policy.decision_cache,
             engine: raw.policy.engine,
             bundle: raw
                 .policy
@@ -374,6 +383,13 @@ impl Config {
         }
         if raw.policy.test_timeout.is_zero() {
             problems.push("policy.test_timeout must be greater than zero".into());
+        }
+        if raw.policy.time_resolution.is_zero() || raw.policy.time_resolution > MAX_TIME_RESOLUTION
+        {
+            problems.push(format!(
+                "policy.time_resolution must be between 1ns and {}",
+                humantime::format_duration(MAX_TIME_RESOLUTION)
+            ));
         }
         if raw.reload.timeout.is_zero() {
             problems.push("reload.timeout must be greater than zero".into());

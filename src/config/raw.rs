@@ -375,6 +375,9 @@ pub struct RawPolicy {
     #[serde(with = "humantime_serde")]
     pub test_timeout: Duration,
     pub input_headers: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub time_resolution: Duration,
+    pub decision_cache: usize,
     pub engine: PolicyEngine,
     pub bundle: Option<RawBundle>,
 }
@@ -433,6 +436,8 @@ impl Default for RawPolicy {
             timeout: Duration::from_millis(25),
             test_timeout: Duration::from_secs(5),
             input_headers: vec!["user-agent".into(), "x-request-id".into()],
+            time_resolution: Duration::from_secs(1),
+            decision_cache: 4096,
             engine: PolicyEngine::Auto,
             bundle: None,
         }

@@ -65,6 +65,33 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn the_policy_time_resolution_is_bounded() {
+    let parsed = |resolution: &str| {
+        Config::parse(
+            &format!("{MINIMAL}\n[policy]\ntime_resolution = \"{resolution}\"\n"),
+            Path::new("a.toml"),
+        )
+    };
+    let c = Config::parse(MINIMAL, Path::new("a.toml")).unwrap();
+    assert_eq!(c.policy.time_resolution, Duration::from_secs(1));
+    assert_eq!(c.policy.decision_cache, 4096);
+    assert_eq!(
+        parsed("1ms").unwrap().policy.time_resolution,
+        Duration::from_millis(1)
+    );
+    for bad in ["0s", "2h"] {
+        let ConfigError::Invalid { problems, .. } = parsed(bad).unwrap_err() else {
+            panic!("expected a validation problem for {bad}")
+        };
+        assert_eq!(
+            problems,
+            ["policy.time_resolution must be between 1ns and 1h"],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn syntax_errors_carry_the_location() {
     let err = Config::parse("[identity\n", Path::new("a.toml"))
         .unwrap_err()

@@ -11,6 +11,7 @@
 
 use super::capture::test_inputs;
 use super::corpus::sample_inputs;
+use super::decision_cache::first_impure_builtin;
 use super::errors::{vm_failure, EvalFailure};
 use super::files::SourceFile;
 use regorus::languages::rego::compiler::Compiler;
@@ -19,7 +20,7 @@ use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Rc, Value};
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,8 @@ pub struct CompiledSlot {
     tests: Vec<SourceFile>,
     /// Evaluations left during which every allowed decision is cross-checked.
     early_checks: AtomicU32,
+    /// The program calls only pure builtins: its decisions may be remembered.
+    pure: AtomicBool,
 }
 
 thread_local! {
@@ -137,6 +140,7 @@ impl CompiledSlot {
             revision: revision.to_string(),
             tests,
             early_checks: AtomicU32::new(EARLY_CROSS_CHECKS),
+            pure: AtomicBool::new(false),
         }
     }
 
@@ -170,6 +174,12 @@ impl CompiledSlot {
         }
     }
 
+    /// True when the compiled engine serves a program that calls only pure builtins: the
+    /// same input gets the same decision, so decisions may be remembered.
+    pub fn decides_purely(&self) -> bool {
+        self.state.load(Ordering::Acquire) == COMPILED && self.pure.load(Ordering::Acquire)
+    }
+
     /// Sends the set back to the interpreter for good.
     pub fn demote(&self, why: &str) {
         if self.state.swap(REFUSED_STATE, Ordering::AcqRel) == COMPILED {
@@ -185,6 +195,14 @@ impl CompiledSlot {
         let started = Instant::now();
         match self.verify(&mut template, entrypoint, seed) {
             Ok((program, cases)) => {
+                match first_impure_builtin(&program) {
+                    None => self.pure.store(true, Ordering::Release),
+                    Some(builtin) => tracing::info!(
+                        revision,
+                        builtin,
+                        "policy decisions are not cached: the set calls a builtin whose answer does not follow from its input"
+                    ),
+                }
                 if self.program.set(program).is_ok()
                     && self
                         .state
@@ -342,6 +360,83 @@ mod tests {
         Value::from(json)
     }
 
+    /// The shipped set's data documents, as mounted.
+    fn shipped_data() -> Value {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/data");
+        let doc = |name: &str| {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        input(serde_json::json!({
+            "directory": doc("directory.json"),
+            "access": doc("access.json"),
+        }))
+    }
+
+    #[test]
+    fn remembered_decisions_are_the_engines_own() {
+        let reference = shipped();
+        let cached = shipped();
+        assert_eq!(cached.compile_now(), EngineState::Compiled);
+        // Eight slots for hundreds of inputs: entries are replaced all the time.
+        cached.remember_decisions(8);
+        let inputs: Vec<Value> = sample_inputs(&shipped_data(), &[], 400, 21).collect();
+        let hits_before = crate::policy::decision_cache::cache_lookups().hits;
+        let mut decided = 0;
+        for (i, input) in inputs.iter().enumerate() {
+            let expected = reference.decide(input.clone());
+            decided += u64::from(expected.is_ok());
+            // Remembered the second time, answered from the cache the third.
+            for round in 0..3 {
+                assert_eq!(
+                    cached.decide(input.clone()),
+                    expected,
+                    "input {i}, round {round}"
+                );
+            }
+        }
+        assert!(decided > 100, "only {decided} of the sample inputs decided");
+        let hits = crate::policy::decision_cache::cache_lookups().hits - hits_before;
+        assert!(
+            hits >= decided,
+            "{hits} hits for {decided} repeated decisions"
+        );
+        assert_eq!(cached.engine_state(), EngineState::Compiled);
+    }
+
+    #[test]
+    fn a_set_that_reads_the_clock_is_never_cached() {
+        let allow = r#"{"allow": true, "reason": "allowed"}"#;
+        let pure = set_of(&format!("decision := {allow} if input.n > 0"));
+        let clock = set_of(&format!("decision := {allow} if time.now_ns() > input.n"));
+        for set in [&pure, &clock] {
+            assert_eq!(set.compile_now(), EngineState::Compiled);
+            set.remember_decisions(8);
+            for _ in 0..3 {
+                assert!(set.decide(input(serde_json::json!({"n": 1}))).is_ok());
+            }
+        }
+        assert_eq!(pure.cached_decisions(), 1);
+        assert_eq!(clock.cached_decisions(), 0);
+    }
+
+    #[test]
+    fn failures_are_never_remembered() {
+        let set =
+            set_of(r#"decision := {"allow": true, "reason": "allowed"} if { 10 / input.n > 1 }"#);
+        assert_eq!(set.compile_now(), EngineState::Compiled);
+        set.remember_decisions(8);
+        // Undefined for n = 20, an evaluation error for n = 0: neither is a decision.
+        for n in [20, 0, 20, 0] {
+            assert!(set.decide(input(serde_json::json!({"n": n}))).is_err());
+        }
+        assert_eq!(set.cached_decisions(), 0);
+        for _ in 0..2 {
+            assert!(set.decide(input(serde_json::json!({"n": 2}))).is_ok());
+        }
+        assert_eq!(set.cached_decisions(), 1);
+    }
+
     #[test]
     fn the_shipped_set_compiles_and_agrees_with_the_interpreter() {
         let interpreted = shipped();
@@ -349,15 +444,7 @@ mod tests {
         assert_eq!(compiled.compile_now(), EngineState::Compiled);
         assert_eq!(interpreted.engine_state(), EngineState::Interpreter);
         // Fresh seeds, beyond the check the promotion ran.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/data");
-        let doc = |name: &str| {
-            let text = std::fs::read_to_string(dir.join(name)).unwrap();
-            serde_json::from_str::<serde_json::Value>(&text).unwrap()
-        };
-        let data = input(serde_json::json!({
-            "directory": doc("directory.json"),
-            "access": doc("access.json"),
-        }));
+        let data = shipped_data();
         for seed in [11, 12, 13] {
             for (i, input) in sample_inputs(&data, &[], 3000, seed).enumerate() {
                 assert_eq!(
@@ -409,14 +496,25 @@ mod tests {
             } else := {"allow": false, "status": 403, "reason": "rare_path"}"#,
         );
         assert_eq!(set.compile_now(), EngineState::Compiled);
+        set.remember_decisions(8);
+        let common =
+            |path: &str| input(serde_json::json!({"request": {"path": path, "method": "GET"}}));
+        for _ in 0..2 {
+            assert!(set.decide(common("/orders/1")).is_ok());
+        }
+        assert_eq!(set.cached_decisions(), 1);
         let before = engine_events().demoted;
-        let rare = input(serde_json::json!({"request": {"path": "/very/rare", "method": "GET"}}));
-        match set.decide(rare) {
+        match set.decide(common("/very/rare")) {
             Ok(crate::policy::Decision::Deny { reason, .. }) => assert_eq!(&*reason, "rare_path"),
             other => panic!("expected the interpreter's rare_path denial, got {other:?}"),
         }
         assert_eq!(set.engine_state(), EngineState::Refused);
         assert!(engine_events().demoted > before);
+        // What the compiled engine decided is no longer remembered or added to.
+        for _ in 0..2 {
+            assert!(set.decide(common("/orders/2")).is_ok());
+        }
+        assert_eq!(set.cached_decisions(), 1);
     }
 
     #[test]

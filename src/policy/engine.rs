@@ -150,6 +150,12 @@ impl CompiledPolicy {
         self.compiled.state()
     }
 
+    /// True when the same input is sure to get the same decision (see
+    /// [`CompiledSlot::decides_purely`]).
+    pub fn decides_purely(&self) -> bool {
+        self.compiled.decides_purely()
+    }
+
     /// Compiles the set to bytecode on a background thread and lets the compiled engine
     /// decide once it agrees with the interpreter; the interpreter decides until then.
     pub fn start_compiled_engine(&self) {

@@ -8,6 +8,7 @@ mod capture;
 pub mod compiled;
 pub mod corpus;
 pub mod decision;
+pub mod decision_cache;
 pub mod engine;
 pub mod errors;
 pub mod files;
@@ -23,10 +24,12 @@ pub use testing::TestLimits;
 use crate::config::{PolicyConfig, PolicyEngine};
 use crate::directory::{Directory, DirectoryError};
 pub use compiled::EngineState;
+use decision_cache::{DecisionCache, Lookup};
 use engine::CompiledPolicy;
 use input::PreparedDirectory;
 use regorus::Value;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// The operator's directory file in a policy directory (mounted at `data.directory`).
@@ -78,6 +81,8 @@ pub struct PolicySnapshot {
     pub directory: Directory,
     pub prepared: PreparedDirectory,
     compiled: CompiledPolicy,
+    /// Decisions remembered while the set serves ([`decision_cache`]).
+    decisions: OnceLock<DecisionCache>,
 }
 
 impl PolicySnapshot {
@@ -109,11 +114,21 @@ impl PolicySnapshot {
         Ok(snapshot)
     }
 
-    /// Starts the compiled engine in the background unless `config` asks for the interpreter.
+    /// Readies the set to serve: starts the compiled engine in the background unless
+    /// `config` asks for the interpreter, and with it the decision cache, which serves once
+    /// the compiled engine does and only if the set calls pure builtins alone.
     pub fn start_engine(&self, config: &PolicyConfig) {
         if config.engine == PolicyEngine::Auto {
+            if config.decision_cache > 0 {
+                self.remember_decisions(config.decision_cache);
+            }
             self.compiled.start_compiled_engine();
         }
+    }
+
+    /// Gives the set a decision cache of `capacity` entries (the first call decides).
+    pub fn remember_decisions(&self, capacity: usize) {
+        self.decisions.get_or_init(|| DecisionCache::new(capacity));
     }
 
     /// Builds a snapshot from files already read.
@@ -149,6 +164,7 @@ impl PolicySnapshot {
             prepared: PreparedDirectory::new(&directory),
             directory,
             compiled,
+            decisions: OnceLock::new(),
         })
     }
 
@@ -170,8 +186,36 @@ impl PolicySnapshot {
         self.compiled.explain(input)
     }
 
-    /// Evaluates the decision for `input`.
+    /// Decisions remembered now (0 without a decision cache).
+    pub fn cached_decisions(&self) -> usize {
+        self.decisions.get().map_or(0, DecisionCache::len)
+    }
+
+    /// The decision for `input`: remembered, or evaluated (and remembered when the set
+    /// decides purely and the input came up before). Failures are never remembered.
     pub fn decide(&self, input: Value) -> Result<Decision, DecisionError> {
+        let Some(cache) = self
+            .decisions
+            .get()
+            .filter(|_| self.compiled.decides_purely())
+        else {
+            return self.evaluate(input);
+        };
+        let slot = cache.slot(&input);
+        let remember = match cache.lookup(&slot) {
+            Lookup::Hit(decision) => return Ok(decision),
+            Lookup::Miss { remember } => remember,
+        };
+        let decision = self.evaluate(input.clone())?;
+        // This very evaluation may have sent the compiled engine back.
+        if remember && self.compiled.decides_purely() {
+            cache.insert(slot, &decision);
+        }
+        Ok(decision)
+    }
+
+    /// Evaluates the decision for `input`.
+    fn evaluate(&self, input: Value) -> Result<Decision, DecisionError> {
         let value = self.compiled.evaluate(input)?;
         Decision::from_value(&value)
     }

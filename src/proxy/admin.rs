@@ -234,6 +234,10 @@ impl ServeHttp for Admin {
                 self.metrics
                     .observe_keys(&self.authorizer.validator().keys().status());
                 self.metrics.observe_cache(self.authorizer.cache_stats());
+                self.metrics.observe_decision_cache(
+                    crate::policy::decision_cache::cache_lookups(),
+                    snapshot.policy.cached_decisions(),
+                );
                 self.metrics.observe_connections(self.connections.open());
                 self.sources.observe();
                 self.metrics.observe_decision_log(self.decision_log.stats());

@@ -102,7 +102,7 @@ pub fn build_parts(config: &Config, listeners: Vec<ListenerConfig>) -> Result<Pa
         validator,
         &config.identity,
         &config.token_cache,
-        config.policy.input_headers.clone(),
+        &config.policy,
     ));
     Ok(Parts {
         authorizer,

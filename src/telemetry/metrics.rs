@@ -3,6 +3,7 @@
 use crate::authorize::CacheStats;
 use crate::identity::keys::TenantKeyStatus;
 use crate::policy::compiled::EngineEvents;
+use crate::policy::decision_cache::CacheLookups;
 use crate::policy::EngineState;
 use crate::telemetry::decision_log::DecisionLogStats;
 use prometheus::{
@@ -33,6 +34,8 @@ pub struct Metrics {
     key_age_seconds: IntGaugeVec,
     token_cache_requests: IntCounterVec,
     token_cache_entries: IntGauge,
+    decision_cache_requests: IntCounterVec,
+    decision_cache_entries: IntGauge,
     pub reloads: IntCounterVec,
     pub last_reload_success: IntGauge,
     policy_revision: IntGaugeVec,
@@ -145,6 +148,17 @@ impl Metrics {
                 "agentgate_token_cache_entries",
                 "Verified tokens currently cached.",
             )?,
+            decision_cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "agentgate_policy_decision_cache_requests_total",
+                    "Policy decision cache lookups by result.",
+                ),
+                &["result"],
+            )?,
+            decision_cache_entries: IntGauge::new(
+                "agentgate_policy_decision_cache_entries",
+                "Decisions the enforced policy set currently remembers.",
+            )?,
             reloads: IntCounterVec::new(
                 Opts::new(
                     "agentgate_reloads_total",
@@ -230,6 +244,10 @@ impl Metrics {
             .register(Box::new(m.token_cache_requests.clone()))?;
         m.registry
             .register(Box::new(m.token_cache_entries.clone()))?;
+        m.registry
+            .register(Box::new(m.decision_cache_requests.clone()))?;
+        m.registry
+            .register(Box::new(m.decision_cache_entries.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry
             .register(Box::new(m.last_reload_success.clone()))?;
@@ -267,6 +285,14 @@ impl Metrics {
         catch_up(&self.token_cache_requests, &["hit"], stats.hits);
         catch_up(&self.token_cache_requests, &["miss"], stats.misses);
         self.token_cache_entries.set(stats.entries as i64);
+    }
+
+    /// Brings the decision cache metrics up to date: the process-wide lookups, and the
+    /// entries of the enforced set.
+    pub fn observe_decision_cache(&self, lookups: CacheLookups, entries: usize) {
+        catch_up(&self.decision_cache_requests, &["hit"], lookups.hits);
+        catch_up(&self.decision_cache_requests, &["miss"], lookups.misses);
+        self.decision_cache_entries.set(entries as i64);
     }
 
     /// Brings the policy engine metrics up to date: the process-wide event totals, and which

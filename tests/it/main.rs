@@ -11,6 +11,7 @@ mod attacks;
 mod bundles;
 mod caller_kinds;
 mod cli;
+mod decision_cache;
 mod demo;
 mod fixtures;
 mod graph;
