@@ -25,8 +25,11 @@ Another policy set: `--compare-policies big=DIR` runs this build with the policy
 DIR (for instance one whose data/directory.json holds 100,000 agents from
 `agentgate directory sync`), same token, same routes.
 Before and after a change: `--compare before=PATH/TO/OLD/agentgate` (repeatable) adds that
-binary's cached-token row to the same interleaved run, with the same configuration, and
-`--focus cached` keeps only bare pingora and the cached-token rows. Outside smoke runs each
+binary's cached-token rows to the same interleaved run, with the same configuration, and
+`--focus cached` keeps only bare pingora and the cached-token rows. The cached-token row
+repeats one request, so the policy decision cache answers it; the row with a new
+`x-request-id` (a policy input header) on every request makes every input new, so every
+decision is evaluated. Outside smoke runs each
 agentgate is warmed past its first 12,000 requests first, so the compiled policy engine's
 early cross-checks (every allowed decision of the first 10,000) do not count.
 """
@@ -56,6 +59,7 @@ SUT_CPU, LOAD_CPU = "0", "1"
 UPSTREAM, NGINX, BARE_PORT, HAPROXY, AG_CACHED, AG_UNCACHED = 19001, 19002, 19003, 19004, 19005, 19006
 NGINX_TLS, AG_TLS = 19007, 19008
 COMPARE_BASE = 19010
+NEW_INPUT_ROW = "agentgate cached token, new x-request-id each request (decision cache misses)"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -443,22 +447,38 @@ request = function()
   return wrk.format("GET", "/orders/1", {{["Authorization"] = "Bearer " .. prefix .. sig}})
 end
 """)
+        # The cached token with a new x-request-id (a policy input header) on every request:
+        # every input is new, so every decision is evaluated and the decision cache misses.
+        write(f"{tmp}/unique_request_id.lua", f"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/orders/1", {{["Authorization"] = "Bearer {token}", ["x-request-id"] = tostring(counter)}})
+end
+""")
         configs = [
             ("upstream direct", UPSTREAM, "upstream", bearer, None, True, "wrk"),
             ("nginx pass-through", NGINX, "nginx", bearer, None, True, "wrk"),
             ("bare pingora", BARE_PORT, "pingora", bearer, None, True, "wrk"),
             ("haproxy jwt_verify RS256", HAPROXY, "haproxy", bearer, None, True, "wrk"),
             ("agentgate cached token", AG_CACHED, "agentgate", bearer, None, True, "wrk"),
+            (NEW_INPUT_ROW, AG_CACHED, "agentgate", None, f"{tmp}/unique_request_id.lua", True, "wrk"),
             ("agentgate uncached (RS256 per request)", AG_UNCACHED, "agentgate-uncached", bearer, None, True, "wrk"),
             ("agentgate deny: no token", AG_CACHED, "agentgate", None, None, False, "wrk"),
             ("agentgate deny: garbage token", AG_CACHED, "agentgate", "Authorization: Bearer garbage", None, False, "wrk"),
             ("agentgate deny: bad signatures, unique", AG_CACHED, "agentgate", None, f"{tmp}/badsig.lua", False, "wrk"),
         ] + TRANSPORT_ROWS(bearer) + [
-            (f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True, "wrk")
-            for i, (label, _, _) in enumerate(compare)]
+            row
+            for i, (label, _, _) in enumerate(compare)
+            for row in [
+                (f"agentgate cached token [{label}]", COMPARE_BASE + i, f"compare-{i}", bearer, None, True, "wrk"),
+                (f"{NEW_INPUT_ROW} [{label}]", COMPARE_BASE + i, f"compare-{i}", None,
+                 f"{tmp}/unique_request_id.lua", True, "wrk"),
+            ]]
         if args.focus == "cached":
-            keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token"}
-            configs = [c for c in configs if c[0] in keep or c[0].startswith("agentgate cached token [")]
+            keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token", NEW_INPUT_ROW}
+            configs = [c for c in configs
+                       if c[0] in keep or c[0].startswith(("agentgate cached token [", NEW_INPUT_ROW))]
         if args.focus == "transport":
             keep = {"bare pingora", "haproxy jwt_verify RS256", "agentgate cached token", "nginx pass-through"}
             keep |= {row[0] for row in TRANSPORT_ROWS(bearer)}
