@@ -2,9 +2,9 @@
 //!
 //! A policy set that calls only pure builtins ([`PURE_BUILTINS`]: none reads the clock,
 //! randomness, the network or the runtime, none prints) decides the same input the same
-//! way every time. Such a set's decisions are remembered by input: an
-//! entry answers only an input exactly equal to the one it was decided for (full
-//! structural equality; the hash below only picks the slot). The cache belongs to one
+//! way every time. Such a set's decisions are remembered by input: an entry answers only
+//! an input exactly equal to the one it was decided for (full structural equality; the
+//! hash below only picks the slot). The cache belongs to one
 //! policy snapshot, so a reload starts empty, and it is used only while the compiled engine
 //! serves: that is when the set's builtins are known (from the program's builtin table),
 //! and a demotion of the compiled engine ends it for good. Failures are never remembered
@@ -13,7 +13,9 @@
 //! The request time is part of the input. It reaches policy rounded down to
 //! `policy.time_resolution` (1 s by default), so a caller repeating a request within that
 //! resolution is answered from the cache. The time is left out of the slot hash, so the
-//! next period's entry replaces the last one instead of filling the cache.
+//! next period's entry replaces the last one instead of filling the cache. An input is
+//! remembered the second time its slot comes up: inputs that never repeat (a request id
+//! on every request) take no entry and evict nothing.
 
 use super::decision::Decision;
 use regorus::rvm::program::Program;
@@ -227,14 +229,9 @@ impl DecisionCache {
         }
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
+    /// Decisions held.
+    pub fn entries(&self) -> usize {
         self.entries.len()
-    }
-
-    /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The slot of `input`.
@@ -365,7 +362,7 @@ mod tests {
         cache.insert(cache.slot(&later), &allow("later"));
         assert_eq!(found(&cache, &later), Some(allow("later")));
         assert_eq!(found(&cache, &first), None);
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.entries(), 1);
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl PolicySnapshot {
 
     /// Decisions remembered now (0 without a decision cache).
     pub fn cached_decisions(&self) -> usize {
-        self.decisions.get().map_or(0, DecisionCache::len)
+        self.decisions.get().map_or(0, DecisionCache::entries)
     }
 
     /// The decision for `input`: remembered, or evaluated (and remembered when the set

@@ -15,14 +15,35 @@ decision := {"allow": true, "reason": "allowed"} if {
 } else := {"allow": false, "status": 403, "reason": "switched_off"}
 "#;
 
+/// Allows every request, but reads the clock.
+const CLOCK_SET: &str = r#"package agentgate
+decision := {"allow": true, "reason": "allowed"} if time.now_ns() > 0
+"#;
+
+/// Allows every request and shows the upstream the time policy saw.
+const TIME_SET: &str = r#"package agentgate
+decision := {"allow": true, "reason": "allowed", "headers": {"x-seen-time": sprintf("%d", [input.request.time_ns])}}
+"#;
+
+/// A gateway deciding with the one module `rego`, and `spec`'s other settings.
+fn deciding_with(servers: &Servers, rego: &str, spec: GatewaySpec) -> Gateway {
+    Gateway::start(
+        servers,
+        GatewaySpec {
+            rego: Some(vec![("policy.rego", rego.into())]),
+            ..spec
+        },
+    )
+}
+
 #[test]
 fn repeats_are_answered_from_the_cache_and_a_reload_starts_afresh() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
+    let gw = deciding_with(
         &servers,
+        SWITCH_SET,
         GatewaySpec {
-            rego: Some(vec![("policy.rego", SWITCH_SET.into())]),
             data: vec![("switch.json", serde_json::json!({"open": true}))],
             ..Default::default()
         },
@@ -62,19 +83,7 @@ fn repeats_are_answered_from_the_cache_and_a_reload_starts_afresh() {
 fn a_set_that_reads_the_clock_is_never_cached() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
-        &servers,
-        GatewaySpec {
-            rego: Some(vec![(
-                "policy.rego",
-                r#"package agentgate
-decision := {"allow": true, "reason": "allowed"} if time.now_ns() > 0
-"#
-                .into(),
-            )]),
-            ..Default::default()
-        },
-    );
+    let gw = deciding_with(&servers, CLOCK_SET, GatewaySpec::default());
     gw.wait_policy_engine("compiled");
     let token = fresh_token(&key, "clock");
     for _ in 0..3 {
@@ -97,16 +106,10 @@ decision := {"allow": true, "reason": "allowed"} if time.now_ns() > 0
 fn policy_sees_the_request_time_at_the_configured_resolution() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
+    let gw = deciding_with(
         &servers,
+        TIME_SET,
         GatewaySpec {
-            rego: Some(vec![(
-                "policy.rego",
-                r#"package agentgate
-decision := {"allow": true, "reason": "allowed", "headers": {"x-seen-time": sprintf("%d", [input.request.time_ns])}}
-"#
-                .into(),
-            )]),
             policy_extra: "time_resolution = \"250ms\"\n".into(),
             ..Default::default()
         },
