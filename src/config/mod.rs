@@ -301,6 +301,9 @@ const MAX_PREFIX_LEN: usize = 1024;
 /// The coarsest `policy.time_resolution`: policy may see the time this much early.
 const MAX_TIME_RESOLUTION: Duration = Duration::from_secs(3600);
 
+/// The most decisions a policy set may remember (about 3.4 GiB at ~3.4 KiB each).
+const MAX_DECISION_CACHE: usize = 1 << 20;
+
 // === impl Config ===
 
 impl Config {
@@ -389,6 +392,11 @@ impl Config {
             problems.push(format!(
                 "policy.time_resolution must be between 1ns and {}",
                 humantime::format_duration(MAX_TIME_RESOLUTION)
+            ));
+        }
+        if raw.policy.decision_cache > MAX_DECISION_CACHE {
+            problems.push(format!(
+                "policy.decision_cache must be at most {MAX_DECISION_CACHE} entries"
             ));
         }
         if raw.reload.timeout.is_zero() {

@@ -65,7 +65,7 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
-fn the_policy_time_resolution_is_bounded() {
+fn the_policy_time_resolution_and_decision_cache_are_bounded() {
     let parsed = |resolution: &str| {
         Config::parse(
             &format!("{MINIMAL}\n[policy]\ntime_resolution = \"{resolution}\"\n"),
@@ -78,6 +78,17 @@ fn the_policy_time_resolution_is_bounded() {
     assert_eq!(
         parsed("1ms").unwrap().policy.time_resolution,
         Duration::from_millis(1)
+    );
+    let ConfigError::Invalid { problems, .. } = Config::parse(
+        &format!("{MINIMAL}\n[policy]\ndecision_cache = 1048577\n"),
+        Path::new("a.toml"),
+    )
+    .unwrap_err() else {
+        panic!("expected a validation problem for decision_cache")
+    };
+    assert_eq!(
+        problems,
+        ["policy.decision_cache must be at most 1048576 entries"]
     );
     for bad in ["0s", "2h"] {
         let ConfigError::Invalid { problems, .. } = parsed(bad).unwrap_err() else {
