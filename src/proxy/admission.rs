@@ -247,7 +247,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
         reused
     }
 
+    /// pingora's cleanup drops every connection still waiting for its request. When the
+    /// listener closes (graceful upgrade or shutdown), a connection accepted a moment
+    /// before may not have sent its request yet; dropping it would lose a request the
+    /// client has every right to expect an answer to. Such a connection gets the header
+    /// deadline to send it first (each is answered with `Connection: close`); the end of
+    /// the grace period still cuts the wait short.
     async fn cleanup(&self) {
+        tokio::time::sleep(self.header_deadline).await;
         self.inner.cleanup().await;
     }
 }

@@ -5,6 +5,7 @@ use crate::support::*;
 use agentgate::identity::CallerKind;
 use agentgate::policy::PolicyFiles;
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -419,6 +420,10 @@ fn graceful_upgrade_under_load_loses_nothing() {
         })
         .collect();
     old.sent(&token);
+    // A connection the old process accepts before the handover but whose request comes
+    // only after the old process stopped accepting: it must still be answered.
+    let mut early = std::net::TcpStream::connect(old.base.trim_start_matches("http://")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
 
     // The new process waits for the listening sockets; then the old one hands them over.
     let config = old.dir.path().join("agentgate.toml");
@@ -440,6 +445,30 @@ fn graceful_upgrade_under_load_loses_nothing() {
     }
     old.signal("QUIT");
     let deadline = Instant::now() + Duration::from_secs(20);
+    // pingora logs this line when the old process's listeners stop accepting.
+    while !old.stderr().contains("Broadcasting graceful shutdown") {
+        assert!(
+            Instant::now() < deadline,
+            "the old process never stopped accepting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = write!(
+        early,
+        "GET /orders/1 HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let read = early.read_to_string(&mut answer);
+    let head = answer.to_ascii_lowercase();
+    assert!(
+        sent.is_ok() && head.starts_with("http/1.1 200") && head.contains("connection: close"),
+        "a request on a connection accepted before the handover was not answered \
+         (write: {sent:?}, read: {read:?}): {answer:?}"
+    );
     while reqwest::blocking::get(format!("{}/readyz", old.admin))
         .map(|r| r.status() != 200)
         .unwrap_or(true)
