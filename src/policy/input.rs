@@ -140,7 +140,8 @@ impl RouteInput {
     }
 }
 
-/// The token, actor and subject parts of the input, prepared once per verified token.
+/// The token, actor and subject parts of the input, built from one verified token (per
+/// request: see the module documentation for why they are not kept with the token).
 #[derive(Debug, Clone)]
 pub struct TokenInput {
     token: Value,
