@@ -101,7 +101,9 @@ pub struct ShadowConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
+    /// After SIGTERM, how long the listeners keep accepting (with `/readyz` at 503).
     pub grace_period: Duration,
+    /// Once accepting stopped (SIGTERM or upgrade), how long requests in flight get.
     pub graceful_shutdown_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,

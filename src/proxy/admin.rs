@@ -25,6 +25,8 @@ pub struct Admin {
     pub sources: Arc<super::sources::Sources>,
     pub decision_log: Arc<crate::telemetry::DecisionLog>,
     pub access: AdminAccess,
+    /// Set after SIGTERM: `/readyz` answers 503 while the listeners still accept.
+    pub draining: Arc<super::shutdown::Draining>,
 }
 
 /// Who may use the admin listener.
@@ -136,9 +138,11 @@ impl Admin {
         let reload = self.reloader.status();
         // Not ready before a Graph directory is in force: callers it vouches for would be
         // refused.
-        let ready = keys.ready() && (graph.is_none() || reload.directory.is_some());
+        let draining = self.draining.is_draining();
+        let ready = !draining && keys.ready() && (graph.is_none() || reload.directory.is_some());
         let body = serde_json::json!({
             "ready": ready,
+            "draining": draining,
             "pid": std::process::id(),
             "revision": policy.revision,
             "policy_engine": policy.engine_state(),

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod proxy_protocol;
 mod record;
 pub mod respond;
+pub mod shutdown;
 pub mod sources;
 pub mod streams;
 
@@ -26,6 +27,10 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
+
+/// Once the grace period for requests in flight is over, how long the runtimes get to
+/// finish blocking work (a policy compile) before the process exits anyway.
+const RUNTIME_EXIT_TIMEOUT_S: u64 = 1;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -184,10 +189,12 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     ));
     let decision_log = Arc::new(DecisionLog::open(&config.log).map_err(StartError::DecisionLog)?);
 
+    // pingora's grace period starts when accepting stops: it is the time requests in
+    // flight get. Ours (accepting on after SIGTERM) runs before it, in `shutdown::Signals`.
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        grace_period_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_EXIT_TIMEOUT_S),
         pid_file: config.server.pid_file.clone(),
         upgrade_sock: config.server.upgrade_sock.clone(),
         ..ServerConf::default()
@@ -198,6 +205,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let draining = Arc::new(shutdown::Draining::default());
     server.bootstrap();
 
     let ids = Arc::new(decision_id::DecisionIds::new());
@@ -269,6 +277,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             sources: parts.sources.clone(),
             decision_log,
             access: admin::AdminAccess::load(&config.admin).map_err(StartError::AdminToken)?,
+            draining: draining.clone(),
         },
     );
     admin.add_tcp(&config.admin.address.to_string());
@@ -304,6 +313,11 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
     // Returns, rather than exiting here, so the caller drops what it holds on the way out
     // (the demo's temporary certificate directory).
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(shutdown::Signals {
+            grace_period: config.server.grace_period,
+            draining,
+        }),
+    });
     Ok(())
 }

@@ -380,14 +380,81 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+fn sigterm_keeps_accepting_for_the_grace_period_while_readyz_says_draining() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let mut gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            grace_period: "3s",
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let signalled = Instant::now();
+    gw.signal("TERM");
+
+    // Load balancers still route here for a while: new connections are served, and
+    // /readyz tells health checks to stop sending.
+    let mut served = 0;
+    while signalled.elapsed() < Duration::from_secs(2) {
+        let r = client
+            .get(format!("{}/orders/1", gw.base))
+            .bearer_auth(&token)
+            .send()
+            .unwrap_or_else(|e| panic!("refused {:?} after SIGTERM: {e:?}", signalled.elapsed()));
+        assert_eq!(r.status(), 200);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served >= 10, "{served}");
+    let ready = client.get(format!("{}/readyz", gw.admin)).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.json::<serde_json::Value>().unwrap();
+    assert_eq!(
+        (&body["ready"], &body["draining"]),
+        (&false.into(), &true.into())
+    );
+
+    // Then accepting stops and the process leaves on its own: the grace period, the
+    // second for requests in flight and the runtimes' exit.
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "left {:?} after SIGTERM, inside its grace period",
+        signalled.elapsed()
+    );
+    assert!(gw
+        .stderr()
+        .contains("SIGTERM: still accepting for the grace period"));
+}
+
+#[test]
 fn graceful_upgrade_under_load_loses_nothing() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    // A grace period lets both processes accept for a moment, as in production.
+    // Both processes accept for a moment (pingora's five seconds), as in production; then
+    // the old one has three seconds for requests in flight.
     let old = Arc::new(Gateway::start(
         &servers,
         GatewaySpec {
-            grace_period: "2s",
+            graceful_shutdown_timeout: "3s",
             ..Default::default()
         },
     ));

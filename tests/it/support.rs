@@ -177,7 +177,10 @@ pub struct GatewaySpec {
     pub cache: bool,
     /// Appended at the end of the configuration (whole tables such as `[reload]`).
     pub extra_config: String,
+    /// `server.grace_period`: accepting on after SIGTERM.
     pub grace_period: &'static str,
+    /// `server.graceful_shutdown_timeout`: requests in flight once accepting stopped.
+    pub graceful_shutdown_timeout: &'static str,
     /// Extra lines for the `[server]` table.
     pub server_extra: String,
     /// Extra lines for the `[policy]` table.
@@ -214,6 +217,7 @@ impl Default for GatewaySpec {
             cache: true,
             extra_config: String::new(),
             grace_period: "0s",
+            graceful_shutdown_timeout: "1s",
             server_extra: String::new(),
             policy_extra: String::new(),
             rust_log: "info",
@@ -377,7 +381,7 @@ impl Gateway {
 [server]
 threads = 1
 grace_period = "{grace}"
-graceful_shutdown_timeout = "1s"
+graceful_shutdown_timeout = "{in_flight}"
 pid_file = "{run}/agentgate.pid"
 upgrade_sock = "{run}/upgrade.sock"
 {server_extra}
@@ -430,6 +434,7 @@ audiences = ["{API_URI}", "{API}"]
             cache = spec.cache,
             route_extra = spec.route_extra,
             grace = spec.grace_period,
+            in_flight = spec.graceful_shutdown_timeout,
             server_extra = spec.server_extra,
             policy_extra = spec.policy_extra,
             admin_extra = admin_extra,
