@@ -205,6 +205,8 @@ tls = {{ certificates = [{{ cert = "{tmp}/tls.crt", key = "{tmp}/tls.key" }}] }}
     write(f"{tmp}/{name}.toml", f"""
 [server]
 threads = 1
+grace_period = "0s"
+graceful_shutdown_timeout = "1s"
 pid_file = "{tmp}/{name}.pid"
 upgrade_sock = "{tmp}/{name}.sock"
 [[listeners]]
