@@ -251,8 +251,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
     /// listener closes (graceful upgrade or shutdown), a connection accepted a moment
     /// before may not have sent its request yet; dropping it would lose a request the
     /// client has every right to expect an answer to. Such a connection gets the header
-    /// deadline to send it first (each is answered with `Connection: close`); the end of
-    /// the grace period still cuts the wait short.
+    /// deadline to send it first (each is answered with `Connection: close`);
+    /// `server.graceful_shutdown_timeout`, after which the runtime stops, still cuts the
+    /// wait short.
     async fn cleanup(&self) {
         tokio::time::sleep(self.header_deadline).await;
         self.inner.cleanup().await;

@@ -446,6 +446,34 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_readyz_says_draining() {
 }
 
 #[test]
+fn sigint_during_the_sigterm_drain_stops_at_once() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let mut gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            grace_period: "60s",
+            ..Default::default()
+        },
+    );
+    gw.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr().contains("SIGTERM: still accepting") {
+        assert!(Instant::now() < deadline, "SIGTERM never started a drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let interrupted = Instant::now();
+    gw.signal("INT");
+    while gw.child.try_wait().unwrap().is_none() {
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(10),
+            "SIGINT did not end a 60 s drain within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn graceful_upgrade_under_load_loses_nothing() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
