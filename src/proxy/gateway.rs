@@ -19,6 +19,7 @@ use super::record;
 use super::respond::{
     client_went_away, send_failure, send_grpc_trailers, send_refusal, upstream_failure, Dialect,
 };
+use super::shutdown::Draining;
 use super::streams::{CloseCause, NewStream, OpenStreams, StreamRequest};
 use crate::authorize::{Authorizer, Verdict};
 use crate::outcome::{Outcome, Refusal, RequestError, UpstreamFailure};
@@ -49,6 +50,8 @@ pub struct Gateway {
     pub trusted_proxies: TrustedProxies,
     /// Open long-lived streams, for the guard that ends them.
     pub streams: Arc<OpenStreams>,
+    /// Set once SIGTERM has arrived.
+    pub draining: Arc<Draining>,
 }
 
 /// Per-request and per-connection limits, from `[server]`.
@@ -329,8 +332,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if ctx.nth_on_connection >= self.limits.max_requests_per_connection {
-            // Closing connections now and then bounds per-connection state (as nginx does).
+        if ctx.nth_on_connection >= self.limits.max_requests_per_connection
+            || self.draining.is_draining()
+        {
+            // Closing connections now and then bounds per-connection state (as nginx
+            // does). While the process drains, closing after each answer moves
+            // keep-alive clients to a process that stays before accepting ends, rather
+            // than racing their next request against the close. (h2 connections get
+            // their GOAWAY when accepting ends.)
             session.set_keepalive(None);
         }
         let req = session.req_header();

@@ -219,6 +219,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         limits: gateway::RequestLimits::from_config(&config.server),
         trusted_proxies: config.server.trusted_proxies.clone(),
         streams: streams.clone(),
+        draining: draining.clone(),
     };
     let mut http = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();

@@ -5,7 +5,9 @@
 //! until its endpoint's removal has reached every balancer; refusing them would fail
 //! requests on every rolling update. [`Signals`] keeps accepting for `server.grace_period`
 //! after SIGTERM, with `/readyz` answering 503 so that health-checking balancers stop
-//! sending, and only then hands pingora its graceful stop (accepting ends, requests in
+//! sending and HTTP/1.1 answers carrying `Connection: close` (the gateway reads
+//! [`Draining`]) so that keep-alive clients reconnect elsewhere, and only then hands
+//! pingora its graceful stop (accepting ends, h2 connections get GOAWAY, requests in
 //! flight get `server.graceful_shutdown_timeout`).
 //!
 //! - `SIGTERM`: drain as above; SIGINT during the drain stops at once.

@@ -397,11 +397,26 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_readyz_says_draining() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let connection = |r: &reqwest::blocking::Response| {
+        r.headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let before = client
+        .get(format!("{}/orders/1", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        (before.status().as_u16(), connection(&before).as_deref()),
+        (200, Some("keep-alive"))
+    );
     let signalled = Instant::now();
     gw.signal("TERM");
 
     // Load balancers still route here for a while: new connections are served, and
-    // /readyz tells health checks to stop sending.
+    // /readyz tells health checks to stop sending. Every answer closes its connection,
+    // so keep-alive clients move to another process before accepting ends.
     let mut served = 0;
     while signalled.elapsed() < Duration::from_secs(2) {
         let r = client
@@ -410,6 +425,10 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_readyz_says_draining() {
             .send()
             .unwrap_or_else(|e| panic!("refused {:?} after SIGTERM: {e:?}", signalled.elapsed()));
         assert_eq!(r.status(), 200);
+        if served > 0 {
+            // The first may have been answered before the signal was handled.
+            assert_eq!(connection(&r).as_deref(), Some("close"));
+        }
         served += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
