@@ -50,8 +50,11 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AGENTGATE = os.path.join(ROOT, "target/release/agentgate")
-BARE = os.path.join(ROOT, "target/release/examples/bare_pingora")
+# A smoke run proves that every configuration works, not how fast: it runs the dev build
+# that the tests share (benches/load/run builds it); a measured run, the release build.
+BUILD = os.path.join(ROOT, "target", "debug" if "--smoke" in sys.argv[1:] else "release")
+AGENTGATE = os.path.join(BUILD, "agentgate")
+BARE = os.path.join(BUILD, "examples/bare_pingora")
 KEY = os.path.join(ROOT, "tests/data/keys/primary.pem")
 TENANT = "aaaaaaaa-1111-1111-1111-000000000001"
 AUD = "api://bbbbbbbb-2222-2222-2222-000000000001"
@@ -588,6 +591,8 @@ def report(results, conn_counts, args, mem):
     bare = results["bare pingora"]
     hap = results["haproxy jwt_verify RS256"]
     lines = [f"Machine: {machine['cpu_model']}, {machine['cpus']} CPUs; {args.rounds} rounds x {args.duration}s; medians.", "",
+             *(["Smoke run of the dev (unoptimised) build: it proves the configurations work; its figures measure nothing.", ""]
+               if args.smoke else []),
              "| configuration | conns | req/s | x bare pingora | x haproxy jwt | CPU us/req | peak RSS MiB | p50 us @1k/s | p99 us @1k/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
