@@ -27,6 +27,7 @@ pub struct Admin {
     pub access: AdminAccess,
     /// Set after SIGTERM: `/readyz` answers 503 while the listeners still accept.
     pub draining: Arc<super::shutdown::Draining>,
+    pub listening: Arc<super::listening::Listening>,
 }
 
 /// Who may use the admin listener.
@@ -139,9 +140,15 @@ impl Admin {
         // Not ready before a Graph directory is in force: callers it vouches for would be
         // refused.
         let draining = self.draining.is_draining();
-        let ready = !draining && keys.ready() && (graph.is_none() || reload.directory.is_some());
+        // Not ready while pingora still waits for a listener's address to come free.
+        let listening = self.listening.is_bound();
+        let ready = listening
+            && !draining
+            && keys.ready()
+            && (graph.is_none() || reload.directory.is_some());
         let body = serde_json::json!({
             "ready": ready,
+            "listening": listening,
             "draining": draining,
             "pid": std::process::id(),
             "revision": policy.revision,

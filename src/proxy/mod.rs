@@ -7,6 +7,7 @@ pub mod deadline;
 pub mod decision_id;
 pub mod gateway;
 pub mod headers;
+pub mod listening;
 pub mod proxy_protocol;
 mod record;
 pub mod respond;
@@ -50,6 +51,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Sources(#[from] sources::SourceSetupError),
+    #[error("a listener's address stayed in use, so the gateway stopped (see the log)")]
+    Listen,
 }
 
 /// Process options from the command line.
@@ -206,6 +209,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let draining = Arc::new(shutdown::Draining::default());
+    let listening = Arc::new(listening::Listening::default());
     server.bootstrap();
 
     let ids = Arc::new(decision_id::DecisionIds::new());
@@ -279,12 +283,14 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
             decision_log,
             access: admin::AdminAccess::load(&config.admin).map_err(StartError::AdminToken)?,
             draining: draining.clone(),
+            listening: listening.clone(),
         },
     );
     admin.add_tcp(&config.admin.address.to_string());
 
-    server.add_service(proxy);
-    server.add_service(admin);
+    let proxy_addresses = parts.listeners.iter().map(|l| l.address.to_string());
+    server.add_service(listening.watch(proxy, proxy_addresses.collect()));
+    server.add_service(listening.watch(admin, vec![config.admin.address.to_string()]));
     server.add_service(background_service("signing keys", KeyRefresh(parts.keys)));
     server.add_service(background_service(
         "stream guard",
@@ -309,16 +315,20 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
         },
     ));
     for l in &parts.listeners {
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), proxy_protocol = l.proxy_protocol, "proxy listening");
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), proxy_protocol = l.proxy_protocol, "proxy listener configured");
     }
-    tracing::info!(address = %config.admin.address, "admin listening (/healthz /readyz /metrics)");
+    tracing::info!(address = %config.admin.address, "admin listener configured (/healthz /readyz /metrics)");
     // Returns, rather than exiting here, so the caller drops what it holds on the way out
     // (the demo's temporary certificate directory).
     server.run(RunArgs {
         shutdown_signal: Box::new(shutdown::Signals {
             grace_period: config.server.grace_period,
             draining,
+            listening: listening.clone(),
         }),
     });
-    Ok(())
+    match listening.has_failed() {
+        true => Err(StartError::Listen),
+        false => Ok(()),
+    }
 }

@@ -13,6 +13,8 @@
 //! - `SIGTERM`: drain as above; SIGINT during the drain stops at once.
 //! - `SIGQUIT`: graceful upgrade (pingora hands the listening sockets to the new process).
 //! - `SIGINT`: stop at once.
+//!
+//! A listener that cannot be bound ([`super::listening`]) also stops the process at once.
 
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
@@ -40,6 +42,8 @@ pub struct Signals {
     /// How long to keep accepting after SIGTERM.
     pub grace_period: Duration,
     pub draining: Arc<Draining>,
+    /// A listener that cannot be bound stops the process at once.
+    pub listening: Arc<super::listening::Listening>,
 }
 
 /// A handler for `kind`, or `None` (logged) when the runtime cannot install one: that
@@ -69,6 +73,7 @@ impl ShutdownSignalWatch for Signals {
         tokio::select! {
             _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
             _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+            () = self.listening.failure() => return ShutdownSignal::FastShutdown,
             _ = next(&mut terminate) => {}
         }
         self.draining.start();

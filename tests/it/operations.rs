@@ -492,6 +492,110 @@ fn sigint_during_the_sigterm_drain_stops_at_once() {
     }
 }
 
+/// Polls `/readyz` until `gw` answers and its tenant's keys are usable; returns the status
+/// and document of that answer.
+fn readiness_once_keys_are_usable(gw: &Gateway) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = gw.admin_request("GET", "/readyz").send() {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().unwrap();
+            if body["pid"] == gw.child.id() && body["tenants"][0]["usable"] == true {
+                return (status, body);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keys in 20 s:\n{}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn readyz_says_503_while_the_proxy_port_is_taken_and_200_once_it_is_bound() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let port = free_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut gw = Gateway::spawn(
+        &servers,
+        GatewaySpec {
+            port: Some(port),
+            ..Default::default()
+        },
+    );
+    // Everything else is ready; pingora tries the taken port again every second.
+    let (status, body) = readiness_once_keys_are_usable(&gw);
+    assert_eq!(
+        (
+            status,
+            &body["ready"],
+            &body["listening"],
+            &body["draining"]
+        ),
+        (503, &false.into(), &false.into(), &false.into()),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = gw.readiness();
+    assert_eq!(
+        (&body["ready"], &body["listening"]),
+        (&false.into(), &false.into())
+    );
+
+    drop(holder);
+    gw.wait_ready();
+    assert_eq!(gw.readiness()["listening"], true);
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/orders/1", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Takes about 30 s: pingora's retries of a taken address.
+#[test]
+fn a_proxy_port_that_stays_taken_stops_the_gateway_with_an_error() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let port = free_port();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut gw = Gateway::spawn(
+        &servers,
+        GatewaySpec {
+            port: Some(port),
+            ..Default::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running with its port taken:\n{}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "{}", gw.stderr());
+    let log = gw.stderr();
+    assert!(
+        log.contains("a listener could not be bound; the gateway stops"),
+        "{log}"
+    );
+    assert!(
+        log.contains("agentgate: a listener's address stayed in use, so the gateway stopped"),
+        "{log}"
+    );
+}
+
 #[test]
 fn graceful_upgrade_under_load_loses_nothing() {
     let key = key("primary");

@@ -204,6 +204,8 @@ pub struct GatewaySpec {
     /// only `run/` (then holding the pid file and upgrade socket) writable, and run the gateway as `nobody`
     /// when the tests run as root (for whom permission bits are no obstacle).
     pub read_only: bool,
+    /// The proxy listener's port; a fresh one from [`free_port`] when `None`.
+    pub port: Option<u16>,
 }
 
 impl Default for GatewaySpec {
@@ -227,6 +229,7 @@ impl Default for GatewaySpec {
             listener_extra: String::new(),
             kubelet_layout: false,
             read_only: false,
+            port: None,
         }
     }
 }
@@ -328,6 +331,13 @@ fn copy_dir(from: &Path, to: &Path) {
 impl Gateway {
     /// Starts the gateway binary against `servers` and waits until it is ready.
     pub fn start(servers: &Servers, spec: GatewaySpec) -> Gateway {
+        let mut gw = Gateway::spawn(servers, spec);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts the gateway binary against `servers` without waiting for it.
+    pub fn spawn(servers: &Servers, spec: GatewaySpec) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         match &spec.rego {
@@ -353,7 +363,7 @@ impl Gateway {
             )
             .unwrap();
         }
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, admin_port) = (spec.port.unwrap_or_else(free_port), free_port());
         let mut admin_extra = spec.admin_extra.clone();
         std::fs::write(dir.path().join("issuer-ca.pem"), &issuer_ca().cert_pem).unwrap();
         if let Some(token) = spec.admin_token {
@@ -473,7 +483,7 @@ audiences = ["{API_URI}", "{API}"]
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let mut gw = Gateway {
+        Gateway {
             child,
             base: format!(
                 "{}://127.0.0.1:{port}",
@@ -487,29 +497,21 @@ audiences = ["{API_URI}", "{API}"]
             admin_token: spec.admin_token,
             dir,
             tokens: std::sync::Mutex::new(Vec::new()),
-        };
-        gw.wait_ready();
-        gw
+        }
     }
 
-    /// Polls `/readyz` until this gateway answers 200 and its proxy port accepts, failing
-    /// the test after 20 s.
-    fn wait_ready(&mut self) {
+    /// Polls `/readyz` until this gateway answers 200 (which it does only once its proxy
+    /// listener is bound), failing the test after 20 s.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", self.stderr());
             }
-            // Ports come from free_port(), so another test's process may hold one: the
-            // answer must come from this child, and the proxy port must accept.
+            // The answer must come from this child, not from whatever else holds the port.
             if let Ok(r) = self.admin_request("GET", "/readyz").send() {
-                let ours = r.status() == 200
-                    && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id());
-                let proxy = self
-                    .base
-                    .trim_start_matches("http://")
-                    .trim_start_matches("https://");
-                if ours && std::net::TcpStream::connect(proxy).is_ok() {
+                if r.status() == 200 && r.json::<Value>().is_ok_and(|v| v["pid"] == self.child.id())
+                {
                     return;
                 }
             }
