@@ -144,23 +144,42 @@ impl Servers {
     }
 }
 
-/// Picks a free loopback port, never one handed out before in this test process: the
-/// kernel may offer a just-released port again, and a gateway whose proxy and admin
-/// listeners got the same port (both bind with SO_REUSEPORT) answers admin calls at random.
+/// Picks a loopback port that nothing listens on now and that this test process has not
+/// handed out before (until it has gone once through all 12000 of them).
+///
+/// The ports come from just below the kernel's ephemeral range (`ip_local_port_range`):
+/// a port from `bind(0)` is released before the process it is for binds it, and in that
+/// gap another test's `bind(0)` listener or outgoing connection could be given the same
+/// ephemeral port; below the range only these handed-out ports are used.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
+    /// The next port to try: starts at a place that depends on the process id, so that
+    /// two test processes at once seldom probe the same ports.
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12_000).max(1024);
+    let span = ephemeral_start - low;
+    assert!(
+        span >= 1000,
+        "ip_local_port_range leaves too few ports below it"
+    );
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut port = next.unwrap_or(low + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= ephemeral_start {
+            low
+        } else {
+            port + 1
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
         }
     }
+    panic!("no free loopback port in {low}..{ephemeral_start}");
 }
 
 /// How to start a gateway.
