@@ -263,7 +263,8 @@ fn the_demo_decides_as_it_says_and_a_change_in_its_fake_graph_reaches_a_live_tok
     let calls = bearer_calls(&printed);
     assert_eq!(calls.len(), 3, "{printed}");
     let (allowed_url, allowed_token) = &calls[0];
-    assert_eq!(get(allowed_url, allowed_token).0, 200);
+    let (status, body) = get(allowed_url, allowed_token);
+    assert_eq!(status, 200, "{body}\n{}", demo.read("stderr.log"));
     let (status, body) = get(&calls[1].0, &calls[1].1);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("\"reason\":\"blueprint_disabled\""), "{body}");
