@@ -407,6 +407,16 @@ impl Config {
         if raw.token_cache.max_ttl > Duration::from_secs(60) {
             problems.push("token_cache.max_ttl must be at most 60s".into());
         }
+        whole_seconds(
+            "server.graceful_shutdown_timeout",
+            raw.server.graceful_shutdown_timeout,
+            &mut problems,
+        );
+        whole_seconds(
+            "token_cache.max_ttl",
+            raw.token_cache.max_ttl,
+            &mut problems,
+        );
         if raw.token_cache.enabled && raw.token_cache.capacity == 0 {
             problems
                 .push("token_cache.capacity must be at least 1 (or set enabled = false)".into());
@@ -865,6 +875,7 @@ fn identity(
     if raw.leeway > Duration::from_secs(300) {
         problems.push("identity.leeway must be at most 300s".into());
     }
+    whole_seconds("identity.leeway", raw.leeway, problems);
     IdentityConfig {
         issuers,
         ca_file: raw.ca_file.map(|f| base.join(f)),
@@ -963,6 +974,17 @@ fn route(
         websocket: r.websocket,
         tls,
     })
+}
+
+/// Refuses a fraction of a second in `value`: `name` is used in whole seconds (token times
+/// are, and so is pingora's wait for requests in flight), and "500ms" would silently be 0.
+fn whole_seconds(name: &str, value: Duration, problems: &mut Vec<String>) {
+    if value.subsec_nanos() != 0 {
+        problems.push(format!(
+            "{name} must be a whole number of seconds, not {}",
+            humantime::format_duration(value)
+        ));
+    }
 }
 
 #[cfg(test)]

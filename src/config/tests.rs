@@ -103,6 +103,29 @@ fn the_policy_time_resolution_and_decision_cache_are_bounded() {
 }
 
 #[test]
+fn durations_counted_in_seconds_refuse_fractions() {
+    let text = MINIMAL.replace("[identity]\n", "[identity]\nleeway = \"1500ms\"\n")
+        + "\n[server]\ngraceful_shutdown_timeout = \"500ms\"\n\
+           \n[token_cache]\nmax_ttl = \"30s 250ms\"\n";
+    let ConfigError::Invalid { problems, .. } =
+        Config::parse(&text, Path::new("a.toml")).unwrap_err()
+    else {
+        panic!("expected validation problems")
+    };
+    assert_eq!(
+        problems,
+        [
+            "identity.leeway must be a whole number of seconds, not 1s 500ms",
+            "server.graceful_shutdown_timeout must be a whole number of seconds, not 500ms",
+            "token_cache.max_ttl must be a whole number of seconds, not 30s 250ms",
+        ]
+    );
+    let text = MINIMAL.to_string() + "\n[server]\ngraceful_shutdown_timeout = \"2m\"\n";
+    let c = Config::parse(&text, Path::new("a.toml")).unwrap();
+    assert_eq!(c.server.graceful_shutdown_timeout, Duration::from_secs(120));
+}
+
+#[test]
 fn syntax_errors_carry_the_location() {
     let err = Config::parse("[identity\n", Path::new("a.toml"))
         .unwrap_err()
