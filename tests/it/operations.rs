@@ -2,6 +2,7 @@
 //! metrics, and graceful upgrade.
 
 use crate::support::*;
+use agentgate::dev::SigningIdentity;
 use agentgate::identity::CallerKind;
 use agentgate::policy::PolicyFiles;
 use std::collections::{HashMap, HashSet};
@@ -513,19 +514,26 @@ fn readiness_once_keys_are_usable(gw: &Gateway) -> (u16, serde_json::Value) {
     }
 }
 
-#[test]
-fn readyz_says_503_while_the_proxy_port_is_taken_and_200_once_it_is_bound() {
-    let key = key("primary");
-    let servers = Servers::start(&[&key]);
+/// A gateway started while something else listens on its proxy port: the servers it uses,
+/// that listener, and the gateway.
+fn spawn_with_a_taken_port(key: &SigningIdentity) -> (Servers, std::net::TcpListener, Gateway) {
+    let servers = Servers::start(&[key]);
     let port = free_port();
     let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let mut gw = Gateway::spawn(
+    let gw = Gateway::spawn(
         &servers,
         GatewaySpec {
             port: Some(port),
             ..Default::default()
         },
     );
+    (servers, holder, gw)
+}
+
+#[test]
+fn readyz_says_503_while_the_proxy_port_is_taken_and_200_once_it_is_bound() {
+    let key = key("primary");
+    let (_servers, holder, mut gw) = spawn_with_a_taken_port(&key);
     // Everything else is ready; pingora tries the taken port again every second.
     let (status, body) = readiness_once_keys_are_usable(&gw);
     assert_eq!(
@@ -562,16 +570,7 @@ fn readyz_says_503_while_the_proxy_port_is_taken_and_200_once_it_is_bound() {
 #[test]
 fn a_proxy_port_that_stays_taken_stops_the_gateway_with_an_error() {
     let key = key("primary");
-    let servers = Servers::start(&[&key]);
-    let port = free_port();
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let mut gw = Gateway::spawn(
-        &servers,
-        GatewaySpec {
-            port: Some(port),
-            ..Default::default()
-        },
-    );
+    let (_servers, _holder, mut gw) = spawn_with_a_taken_port(&key);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = gw.child.try_wait().unwrap() {
