@@ -13,7 +13,7 @@
 //! failures (gRPC-shaped on gRPC routes); `logging` records the request once.
 
 use super::context::{GrpcStatus, RequestCtx};
-use super::decision_id::DecisionIds;
+use super::decision_id::{self, DecisionIds};
 use super::headers::{add_identity_headers, drop_upgrade_offer, strip_inbound_headers};
 use super::record;
 use super::respond::{
@@ -538,7 +538,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(Outcome::Allowed(allowed)) = &ctx.outcome {
-            response.insert_header("x-agentgate-decision-id", ctx.decision_id.as_str())?;
+            response.insert_header(
+                decision_id::HEADER,
+                decision_id::header_value(&ctx.decision_id)?,
+            )?;
             for (n, v) in &allowed.response_headers {
                 response.append_header(n.clone(), v.clone())?;
             }

@@ -6,6 +6,7 @@
 //! upstream act on another method or path than the one authorised, are stripped too unless
 //! the route opts in. Upgrade offers the gateway does not forward are dropped here too.
 
+use super::decision_id;
 use crate::authorize::Authenticated;
 use crate::outcome::Allowed;
 use pingora::http::RequestHeader;
@@ -70,7 +71,7 @@ pub fn add_identity_headers(
     allowed: &Allowed,
 ) -> Result<()> {
     let c = &caller.token.caller;
-    req.insert_header("x-agentgate-decision-id", decision_id)?;
+    req.insert_header(decision_id::HEADER, decision_id::header_value(decision_id)?)?;
     req.insert_header("x-agentgate-caller-kind", c.kind.as_str())?;
     req.insert_header("x-agentgate-tenant", &*c.tenant)?;
     req.insert_header("x-agentgate-client-id", &*c.actor_id)?;

@@ -2,6 +2,7 @@
 //! table in [`crate::outcome`] as HTTP or, on gRPC routes, as gRPC statuses; and the
 //! pingora errors read as upstream failures.
 
+use super::decision_id;
 use crate::outcome::{body, grpc_message, grpc_status_for, Refusal, UpstreamFailure};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -81,7 +82,7 @@ pub async fn send_grpc_trailers(
         http::HeaderValue::from(u16::from(grpc_status_for(status))),
     );
     trailers.insert("grpc-message", value(&grpc_message(reason))?);
-    trailers.insert("x-agentgate-decision-id", value(decision_id)?);
+    trailers.insert(decision_id::HEADER, decision_id::header_value(decision_id)?);
     session.write_response_trailers(trailers).await
 }
 
@@ -92,7 +93,7 @@ fn head(status: u16, reason: &str, decision_id: &str, dialect: Dialect) -> Resul
         header.insert_header("grpc-status", grpc_status_for(status).to_string())?;
         header.insert_header("grpc-message", grpc_message(reason))?;
         header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-        header.insert_header("x-agentgate-decision-id", decision_id)?;
+        header.insert_header(decision_id::HEADER, decision_id::header_value(decision_id)?)?;
         return Ok(header);
     }
     let len = body(status, reason, decision_id).len();
@@ -100,7 +101,7 @@ fn head(status: u16, reason: &str, decision_id: &str, dialect: Dialect) -> Resul
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header("x-agentgate-decision-id", decision_id)?;
+    header.insert_header(decision_id::HEADER, decision_id::header_value(decision_id)?)?;
     Ok(header)
 }
 

@@ -365,13 +365,139 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// An HPACK literal header field without indexing, new name (both shorter than 127 bytes).
+/// An HPACK integer (RFC 7541 §5.1): `prefix` bits in a first byte that starts with `first`.
+fn hpack_int(value: usize, prefix: u8, first: u8, out: &mut Vec<u8>) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    let mut rest = value - max;
+    while rest >= 0x80 {
+        out.push((rest & 0x7f) as u8 | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// An HPACK literal header field without indexing, new name, strings not Huffman-coded.
 fn literal(name: &str, value: &str) -> Vec<u8> {
-    let mut b = vec![0x00, name.len() as u8];
-    b.extend_from_slice(name.as_bytes());
-    b.push(value.len() as u8);
-    b.extend_from_slice(value.as_bytes());
+    let mut b = vec![0x00];
+    for s in [name, value] {
+        hpack_int(s.len(), 7, 0, &mut b);
+        b.extend_from_slice(s.as_bytes());
+    }
     b
+}
+
+/// Reads an HPACK integer with a `prefix`-bit prefix at `block[*at]`, moving past it.
+fn read_hpack_int(block: &[u8], at: &mut usize, prefix: u8) -> usize {
+    let max = (1usize << prefix) - 1;
+    let mut value = usize::from(block[*at]) & max;
+    *at += 1;
+    if value < max {
+        return value;
+    }
+    let mut shift = 0;
+    loop {
+        let b = block[*at];
+        *at += 1;
+        value += usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return value;
+        }
+    }
+}
+
+/// How a header field is represented in an HPACK block (RFC 7541 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// A whole field from the static or dynamic table.
+    Indexed,
+    /// A literal added to the dynamic table; its name's index (0: a literal name).
+    Added { name: usize },
+    /// A literal left out of the table.
+    NotIndexed,
+    /// A literal no table may ever hold.
+    NeverIndexed,
+}
+
+/// The representations of a header block's fields, in order (table size updates skipped).
+fn hpack_fields(block: &[u8]) -> Vec<Field> {
+    let mut at = 0;
+    let mut fields = Vec::new();
+    while at < block.len() {
+        let b = block[at];
+        let (field, prefix) = match b {
+            _ if b & 0x80 != 0 => (Field::Indexed, 7),
+            _ if b & 0xc0 == 0x40 => (Field::Added { name: 0 }, 6),
+            _ if b & 0xe0 == 0x20 => {
+                read_hpack_int(block, &mut at, 5);
+                continue;
+            }
+            _ if b & 0xf0 == 0x10 => (Field::NeverIndexed, 4),
+            _ => (Field::NotIndexed, 4),
+        };
+        let index = read_hpack_int(block, &mut at, prefix);
+        if field != Field::Indexed {
+            // A literal name when the index is 0, then the value; each a length and bytes.
+            for _ in 0..1 + usize::from(index == 0) {
+                let len = read_hpack_int(block, &mut at, 7);
+                at += len;
+            }
+        }
+        fields.push(match field {
+            Field::Added { .. } => Field::Added { name: index },
+            other => other,
+        });
+    }
+    fields
+}
+
+/// Sends GET `path` on streams 1, 3, 5, ... of one raw h2c connection, one at a time (so
+/// the server encodes the answers in this order), each with its `authorization` value (or
+/// none), and returns each answer's header block.
+fn raw_h2c_answers(addr: &str, path: &str, authorizations: &[Option<String>]) -> Vec<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    tcp.write_all(&frame(0x4, 0, 0, &[])).unwrap();
+    let mut answers = Vec::new();
+    for (stream, authorization) in (1u32..).step_by(2).zip(authorizations) {
+        // :method GET, :scheme http; then :path, :authority and authorization as literals.
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", path));
+        block.extend(literal(":authority", "localhost"));
+        if let Some(a) = authorization {
+            block.extend(literal("authorization", a));
+        }
+        // END_STREAM | END_HEADERS.
+        tcp.write_all(&frame(0x1, 0x5, stream, &block)).unwrap();
+        let mut head = [0u8; 9];
+        let answer = loop {
+            tcp.read_exact(&mut head).unwrap();
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).unwrap();
+            let on = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            match head[3] {
+                0x1 if on == stream => break payload,
+                0x3 | 0x7 => panic!("stream {on} reset or connection ended: {payload:?}"),
+                _ => {}
+            }
+        };
+        assert_ne!(
+            head[4] & 0x4,
+            0,
+            "an answer's headers in CONTINUATION frames"
+        );
+        answers.push(answer);
+    }
+    answers
 }
 
 /// Opens stream 1 on a raw h2c connection with a HEADERS frame that never ends, then sends
@@ -452,4 +578,41 @@ fn a_continuation_flood_is_cut_off_and_others_are_still_served() {
     let metrics = gw.metrics();
     assert_eq!(requests(&metrics, "decision=\"allow\""), 11.0, "{metrics}");
     assert_eq!(requests(&metrics, "decision=\"deny\""), 0.0, "{metrics}");
+}
+
+#[test]
+fn decision_ids_never_enter_the_hpack_table() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = h2c_gateway(&servers, "");
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let addr = gw.base.trim_start_matches("http://");
+    let bearer = Some(format!("Bearer {token}"));
+    // Allowed answers (the upstream's headers plus the id), then refusals the gateway writes.
+    let answers = raw_h2c_answers(
+        addr,
+        "/orders/1",
+        &[bearer.clone(), bearer.clone(), bearer, None, None],
+    );
+    for (i, block) in answers.iter().enumerate() {
+        let fields = hpack_fields(block);
+        // Exactly one never-indexed field per answer: its decision id.
+        assert_eq!(
+            fields.iter().filter(|f| **f == Field::NeverIndexed).count(),
+            1,
+            "answer {i}: {fields:?}"
+        );
+        if matches!(i, 1 | 2 | 4) {
+            // After the first answer of each kind, only a new `date` (static name 33) may
+            // still be added to the table; an id added by name would index the dynamic
+            // table's (62 and above).
+            assert!(
+                fields
+                    .iter()
+                    .all(|f| !matches!(f, Field::Added { name } if *name != 33)),
+                "answer {i}: {fields:?}"
+            );
+        }
+    }
 }
