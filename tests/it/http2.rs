@@ -37,6 +37,17 @@ fn h2c_gateway(servers: &Servers, server_extra: &str) -> Gateway {
     )
 }
 
+/// The fake identity servers, an h2c gateway in front of them, and an agent's token the
+/// gateway's log is checked never to show.
+fn h2c_with_an_agent_token() -> (Servers, Gateway, String) {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = h2c_gateway(&servers, "");
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    (servers, gw, token)
+}
+
 fn h2c_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .http2_prior_knowledge()
@@ -258,11 +269,7 @@ fn requests(metrics: &str, label: &str) -> f64 {
 
 #[test]
 fn streams_reset_at_once_cost_no_decision_and_others_are_still_served() {
-    let key = key("primary");
-    let servers = Servers::start(&[&key]);
-    let gw = h2c_gateway(&servers, "");
-    let token = mint(&key, &spec(CallerKind::AgentApp));
-    gw.sent(&token);
+    let (_servers, gw, token) = h2c_with_an_agent_token();
     let addr = gw.base.trim_start_matches("http://").to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -548,11 +555,7 @@ fn continuation_flood(addr: &str, budget: usize) -> (usize, Option<u8>) {
 
 #[test]
 fn a_continuation_flood_is_cut_off_and_others_are_still_served() {
-    let key = key("primary");
-    let servers = Servers::start(&[&key]);
-    let gw = h2c_gateway(&servers, "");
-    let token = mint(&key, &spec(CallerKind::AgentApp));
-    gw.sent(&token);
+    let (_servers, gw, token) = h2c_with_an_agent_token();
     let addr = gw.base.trim_start_matches("http://").to_string();
     // 4 MiB of header continuation, 128 times the 32 KiB header limit.
     let budget = 4 << 20;
@@ -582,11 +585,7 @@ fn a_continuation_flood_is_cut_off_and_others_are_still_served() {
 
 #[test]
 fn decision_ids_never_enter_the_hpack_table() {
-    let key = key("primary");
-    let servers = Servers::start(&[&key]);
-    let gw = h2c_gateway(&servers, "");
-    let token = mint(&key, &spec(CallerKind::AgentApp));
-    gw.sent(&token);
+    let (_servers, gw, token) = h2c_with_an_agent_token();
     let addr = gw.base.trim_start_matches("http://");
     let bearer = Some(format!("Bearer {token}"));
     // Allowed answers (the upstream's headers plus the id), then refusals the gateway writes.

@@ -444,16 +444,7 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_readyz_says_draining() {
 
     // Then accepting stops and the process leaves on its own: the grace period, the
     // second for requests in flight and the runtimes' exit.
-    let status = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "still running 20 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = gw.exit_within(Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(
         signalled.elapsed() >= Duration::from_secs(3),
@@ -482,15 +473,9 @@ fn sigint_during_the_sigterm_drain_stops_at_once() {
         assert!(Instant::now() < deadline, "SIGTERM never started a drain");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let interrupted = Instant::now();
     gw.signal("INT");
-    while gw.child.try_wait().unwrap().is_none() {
-        assert!(
-            interrupted.elapsed() < Duration::from_secs(10),
-            "SIGINT did not end a 60 s drain within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A 60 s drain cut short.
+    gw.exit_within(Duration::from_secs(10));
 }
 
 /// Polls `/readyz` until `gw` answers and its tenant's keys are usable; returns the status
@@ -571,18 +556,7 @@ fn readyz_says_503_while_the_proxy_port_is_taken_and_200_once_it_is_bound() {
 fn a_proxy_port_that_stays_taken_stops_the_gateway_with_an_error() {
     let key = key("primary");
     let (_servers, _holder, mut gw) = spawn_with_a_taken_port(&key);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running with its port taken:\n{}",
-            gw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = gw.exit_within(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", gw.stderr());
     let log = gw.stderr();
     assert!(

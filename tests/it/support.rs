@@ -661,6 +661,23 @@ audiences = ["{API_URI}", "{API}"]
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Waits for the gateway process to exit on its own; fails the test, with its log, if
+    /// it still runs after `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `method path` with an optional bearer token.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
         self.call_with(method, path, token, &[])
