@@ -82,6 +82,8 @@ pub enum RequestError {
     /// A WebSocket upgrade on a route without `websocket = true`.
     UpgradeNotAllowed,
     TooManyConnections,
+    /// The connection's client certificate was verified but could not be read for policy.
+    ClientCertificateUnreadable,
 }
 
 /// Why an allowed request got no answer from its upstream.
@@ -126,7 +128,7 @@ impl RequestError {
             Self::UriTooLong => 414,
             Self::BodyTooLarge => 413,
             Self::NoRoute => 404,
-            Self::UpgradeNotAllowed => 403,
+            Self::UpgradeNotAllowed | Self::ClientCertificateUnreadable => 403,
             Self::TooManyConnections => 503,
         }
     }
@@ -145,6 +147,7 @@ impl RequestError {
             Self::NoRoute => "no_route",
             Self::UpgradeNotAllowed => "upgrade_not_allowed",
             Self::TooManyConnections => "too_many_connections",
+            Self::ClientCertificateUnreadable => "client_certificate_unreadable",
         }
     }
 }

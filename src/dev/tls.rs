@@ -10,8 +10,8 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -53,6 +53,9 @@ pub struct LeafSpec<'a> {
     pub common_name: Option<&'a str>,
     /// Extra subjectAltName entries, such as URIs and e-mail addresses.
     pub extra_sans: Vec<SanType>,
+    /// Extensions written as given, after the ones above (a test can write one that a
+    /// verifier accepts and a stricter parser does not).
+    pub custom_extensions: Vec<CustomExtension>,
     /// Validity as `(not_before, not_after)`; a long window around now when `None`.
     pub validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
 }
@@ -63,6 +66,7 @@ impl<'a> LeafSpec<'a> {
             names,
             common_name: None,
             extra_sans: Vec::new(),
+            custom_extensions: Vec::new(),
             validity: None,
         }
     }
@@ -223,6 +227,9 @@ fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, KeyPair), DevT
     params
         .subject_alt_names
         .extend(spec.extra_sans.iter().cloned());
+    params
+        .custom_extensions
+        .extend(spec.custom_extensions.iter().cloned());
     params.distinguished_name = DistinguishedName::new();
     let cn = spec
         .common_name

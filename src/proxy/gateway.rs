@@ -134,7 +134,8 @@ impl Gateway {
             headers: &req.headers,
             time_ns: crate::clock::unix_nanos(crate::clock::now()),
             upgrade,
-            client_certificate: crate::tls::client_certificate(session),
+            client_certificate: crate::tls::client_certificate(session)
+                .map_err(|_| RequestError::ClientCertificateUnreadable)?,
         };
         let verdict = self
             .authorizer
@@ -200,7 +201,7 @@ impl Gateway {
             client_ip: ctx.client_ip.map(|c| c.to_string()).unwrap_or_default(),
             headers: req.headers.clone(),
             upgrade: websocket.then_some(upgrade::WEBSOCKET),
-            client_certificate: crate::tls::client_certificate(session).cloned(),
+            client_certificate: crate::tls::client_certificate(session).ok()?.cloned(),
         })
     }
 
@@ -459,7 +460,7 @@ impl ProxyHttp for Gateway {
         }
         self.forwarding_headers(session, upstream, ctx)?;
         add_identity_headers(upstream, &ctx.decision_id, caller, allowed)?;
-        if let Some(cert) = crate::tls::client_certificate(session) {
+        if let Ok(Some(cert)) = crate::tls::client_certificate(session) {
             upstream.insert_header("x-agentgate-client-cert-sha256", cert.sha256.as_str())?;
         }
         ctx.forwarded_at = Some(Instant::now());

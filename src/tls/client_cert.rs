@@ -6,6 +6,9 @@
 //! connection's TLS digest. Every request on the connection reads it back with
 //! [`client_certificate`]. rustls only completes a handshake with a client certificate
 //! once its verifier accepted the chain, so a stored certificate is always a verified one.
+//! A verified certificate this parser cannot read (x509-parser is stricter than the
+//! verifier in places, such as a non-ASCII DNS name) is not passed off as no certificate:
+//! the connection is marked [`UnreadableClientCertificate`] and its requests are refused.
 //!
 //! x509-parser reads the certificate: it is the parser pingora's rustls backend already
 //! uses, maintained by the Rusticata project, zero-copy and free of `unsafe` parsing code;
@@ -46,6 +49,11 @@ pub struct SubjectAltNames {
 #[derive(Debug, thiserror::Error)]
 #[error("client certificate does not parse: {0}")]
 pub struct CertificateParseError(String);
+
+/// The connection's client certificate was verified but could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the verified client certificate could not be read")]
+pub struct UnreadableClientCertificate;
 
 impl ClientCertificate {
     /// Reads the subject, SANs and thumbprint of a DER certificate.
@@ -175,9 +183,10 @@ impl TlsAccept for CaptureClientCertificate {
         match ClientCertificate::from_der(der) {
             Ok(cert) => Some(Arc::new(cert)),
             Err(e) => {
-                // Verified by rustls yet unreadable here: the request sees no certificate.
-                tracing::warn!(error = %e, "verified client certificate could not be read");
-                None
+                // Verified by rustls yet unreadable here: the connection's requests are
+                // refused rather than decided as if no certificate had been presented.
+                tracing::warn!(error = %e, "verified client certificate could not be read; refusing its requests");
+                Some(Arc::new(UnreadableClientCertificate))
             }
         }
     }
@@ -187,14 +196,22 @@ impl TlsAccept for CaptureClientCertificate {
 ///
 /// pingora copies the TLS digest of the accepted connection into the session's digest;
 /// the certificate rides in that digest's extension. Plain HTTP connections and TLS
-/// connections without a client certificate give `None`.
-pub fn client_certificate(session: &pingora::proxy::Session) -> Option<&ClientCertificate> {
-    session
-        .digest()?
-        .ssl_digest
-        .as_ref()?
-        .extension
-        .get::<ClientCertificate>()
+/// connections without a client certificate give `Ok(None)`; a connection whose verified
+/// certificate could not be read gives the error.
+pub fn client_certificate(
+    session: &pingora::proxy::Session,
+) -> Result<Option<&ClientCertificate>, UnreadableClientCertificate> {
+    let Some(extension) = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .map(|tls| &tls.extension)
+    else {
+        return Ok(None);
+    };
+    if extension.get::<UnreadableClientCertificate>().is_some() {
+        return Err(UnreadableClientCertificate);
+    }
+    Ok(extension.get::<ClientCertificate>())
 }
 
 #[cfg(test)]

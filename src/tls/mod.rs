@@ -19,7 +19,9 @@ pub mod resolver;
 pub mod upstream;
 
 pub use crate::crypto::{install_default_provider, provider};
-pub use client_cert::{client_certificate, ClientCertificate, SubjectAltNames};
+pub use client_cert::{
+    client_certificate, ClientCertificate, SubjectAltNames, UnreadableClientCertificate,
+};
 pub use listener::{CertificateReloader, ListenerTls, TlsMetrics, LISTENER_ALPN};
 pub use material::PairError;
 pub use upstream::{is_upstream_tls_error, upstream_peer, UpstreamTls};

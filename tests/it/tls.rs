@@ -505,11 +505,14 @@ audiences = ["{API}"]
     );
 }
 
+/// A gateway whose listener verifies client certificates from `client_ca` (`mode`:
+/// `optional` or `required`), otherwise as `spec` says.
 fn mtls_gateway(
     servers: &Servers,
     ca: &TestCa,
     client_ca: &TestCa,
     mode: &str,
+    spec: GatewaySpec,
 ) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (c, k) = ca
@@ -519,12 +522,15 @@ fn mtls_gateway(
         .unwrap();
     let client_ca_file = dir.path().join("clients.pem");
     std::fs::write(&client_ca_file, &client_ca.cert_pem).unwrap();
-    let gw = start(
+    let gw = Gateway::start(
         servers,
-        listener_tls(
-            &[pair(&c, &k)],
-            &format!(", client_ca = {client_ca_file:?}, client_auth = \"{mode}\""),
-        ),
+        GatewaySpec {
+            listener_tls: Some(listener_tls(
+                &[pair(&c, &k)],
+                &format!(", client_ca = {client_ca_file:?}, client_auth = \"{mode}\""),
+            )),
+            ..spec
+        },
     );
     (gw, dir)
 }
@@ -533,7 +539,7 @@ fn mtls_gateway(
 fn required_client_certificates_refuse_clients_without_one() {
     let servers = Servers::start(&[&key("primary")]);
     let (ca, clients) = (TestCa::new().unwrap(), TestCa::named("clients").unwrap());
-    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "required");
+    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "required", GatewaySpec::default());
     let err = get(&gw, &client(&gw, &ca, "localhost", None), "localhost").unwrap_err();
     assert!(!err.is_status(), "{err:?}");
     // A certificate from another CA is refused too.
@@ -566,7 +572,7 @@ fn required_client_certificates_refuse_clients_without_one() {
 fn optional_client_certificates_serve_clients_without_one_and_expose_verified_ones() {
     let servers = Servers::start(&[&key("primary")]);
     let (ca, clients) = (TestCa::new().unwrap(), TestCa::named("clients").unwrap());
-    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "optional");
+    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "optional", GatewaySpec::default());
 
     let r = get(&gw, &client(&gw, &ca, "localhost", None), "localhost").unwrap();
     r.assert_allowed();
@@ -611,4 +617,95 @@ fn optional_client_certificates_serve_clients_without_one_and_expose_verified_on
         "localhost"
     )
     .is_err());
+}
+
+/// Allows only callers whose connection presented the sales agent's workload certificate,
+/// and tells the upstream what the policy saw of it.
+const WORKLOAD_BINDING: &str = r#"package agentgate
+
+default decision := {"allow": false, "status": 403, "reason": "workload_certificate_required"}
+
+decision := {
+	"allow": true,
+	"reason": "workload_bound",
+	"headers": {
+		"x-seen-subject": input.request.client_certificate.subject,
+		"x-seen-sha256": input.request.client_certificate.sha256,
+		"x-seen-dns": concat(",", input.request.client_certificate.sans.dns),
+	},
+} if {
+	input.request.client_certificate.sans.uri[_] == "spiffe://contoso.test/agent/sales"
+}
+"#;
+
+#[test]
+fn a_policy_binds_the_token_to_the_workload_certificate_it_sees() {
+    let servers = Servers::start(&[&key("primary")]);
+    let (ca, clients) = (TestCa::new().unwrap(), TestCa::named("clients").unwrap());
+    let (gw, _dir) = mtls_gateway(
+        &servers,
+        &ca,
+        &clients,
+        "optional",
+        GatewaySpec {
+            rego: Some(vec![("policy.rego", WORKLOAD_BINDING.into())]),
+            ..Default::default()
+        },
+    );
+    let issue = |uri: &str| {
+        let mut spec = LeafSpec::new(&["sales.agents.test"]);
+        spec.common_name = Some("sales agent");
+        spec.extra_sans = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        clients.issue_with(&spec).unwrap()
+    };
+    let sales = issue("spiffe://contoso.test/agent/sales");
+    let r = get(
+        &gw,
+        &client(&gw, &ca, "localhost", Some(&sales)),
+        "localhost",
+    )
+    .unwrap();
+    r.assert_allowed();
+    assert_eq!(r.upstream_header("x-seen-subject"), Some("CN=sales agent"));
+    assert_eq!(
+        r.upstream_header("x-seen-sha256"),
+        Some(agentgate::tls::client_cert::sha256_hex(&sales.der).as_str())
+    );
+    assert_eq!(r.upstream_header("x-seen-dns"), Some("sales.agents.test"));
+
+    // The same valid token without the certificate, or with another workload's.
+    let other = issue("spiffe://contoso.test/agent/research");
+    for identity in [None, Some(&other)] {
+        get(&gw, &client(&gw, &ca, "localhost", identity), "localhost")
+            .unwrap()
+            .assert_denied(403, "workload_certificate_required");
+    }
+}
+
+#[test]
+fn a_verified_certificate_that_cannot_be_read_is_refused_not_ignored() {
+    let servers = Servers::start(&[&key("primary")]);
+    let (ca, clients) = (TestCa::new().unwrap(), TestCa::named("clients").unwrap());
+    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "optional", GatewaySpec::default());
+    // subjectAltName with a DNS name holding byte 0xff: the verifier takes it (it reads
+    // names only when it matches them), the certificate parser does not.
+    let mut spec = LeafSpec::new(&[]);
+    spec.common_name = Some("odd agent");
+    spec.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 17],
+        vec![0x30, 0x03, 0x82, 0x01, 0xff],
+    )];
+    let odd = clients.issue_with(&spec).unwrap();
+    assert!(agentgate::tls::ClientCertificate::from_der(&odd.der).is_err());
+    // On an optional listener, no certificate at all is served; an unreadable one is not
+    // passed off as none.
+    get(&gw, &client(&gw, &ca, "localhost", None), "localhost")
+        .unwrap()
+        .assert_allowed();
+    get(&gw, &client(&gw, &ca, "localhost", Some(&odd)), "localhost")
+        .unwrap()
+        .assert_denied(403, "client_certificate_unreadable");
+    assert!(gw
+        .stderr()
+        .contains("verified client certificate could not be read; refusing its requests"));
 }
