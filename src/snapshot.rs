@@ -21,13 +21,21 @@ pub struct Snapshot {
 /// The snapshot in force.
 pub struct Live {
     current: ArcSwap<Snapshot>,
+    /// Told of every swap, for whoever must act on one at once (the stream guard).
+    swaps: tokio::sync::watch::Sender<()>,
 }
 
 impl Live {
     pub fn new(snapshot: Snapshot) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
+            swaps: tokio::sync::watch::Sender::new(()),
         }
+    }
+
+    /// A receiver that sees a change after every [`Self::store`].
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<()> {
+        self.swaps.subscribe()
     }
 
     /// The snapshot in force now; a request keeps it for its whole life.
@@ -38,5 +46,6 @@ impl Live {
     /// Puts `snapshot` in force, atomically.
     pub fn store(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+        self.swaps.send_replace(());
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! A WebSocket upgrade (101), a server-sent events response (`text/event-stream`), every
 //! call on a gRPC route and every request on a route with a `request_timeout` is registered
-//! here with a duplicate of its upstream socket. [`StreamGuard`] looks at the
-//! open streams every [`TICK`] and ends one when its token's `exp` has passed, its route's
-//! `request_timeout` has run out, or the snapshot swapped in since it was last decided
-//! refuses it (the request is decided again, exactly as a new one would be). Ending means
+//! here with a duplicate of its upstream socket. [`StreamGuard`] ends one when its token's
+//! `exp` has passed, its route's `request_timeout` has run out, or the snapshot swapped in
+//! since it was last decided refuses it (the request is decided again, exactly as a new one
+//! would be). It wakes when the earliest `exp` or timeout of the open streams comes due and
+//! when a snapshot is swapped in, so each is acted on at once, and at least every [`TICK`]
+//! besides (a wall clock that was set forward, the open-streams gauge). Ending means
 //! shutting the upstream socket down: pingora then ends the exchange with the client, and
 //! [`Stream::closed`] tells the request's own phases why.
 //!
@@ -32,9 +34,9 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-/// How often open streams are checked: a stream outlives its end by at most this much
-/// (plus the time to decide it again).
+/// The longest the guard sleeps when nothing comes due sooner.
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// Why the guard ended a stream.
@@ -146,16 +148,42 @@ struct Entry {
     request: Arc<StreamRequest>,
     snapshot: Weak<Snapshot>,
     expires_at: u64,
+    /// The instant the wall clock reaches `expires_at`.
+    expires: Instant,
     deadline: Option<Instant>,
     decision_id: String,
     route: Arc<str>,
 }
 
+impl Entry {
+    /// When the stream must end at the latest: its token's `exp` or its deadline.
+    fn due(&self) -> Instant {
+        self.deadline.map_or(self.expires, |d| d.min(self.expires))
+    }
+}
+
 /// The open streams.
-#[derive(Default)]
 pub struct OpenStreams {
     streams: DashMap<u64, Entry>,
     next_id: AtomicU64,
+    /// Instants are kept as nanoseconds since this one.
+    epoch: Instant,
+    /// The earliest [`Entry::due`] among the open streams (`u64::MAX`: none), or earlier.
+    earliest: AtomicU64,
+    /// Woken when a new stream comes due before every open one.
+    sooner: Notify,
+}
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        Self {
+            streams: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+            earliest: AtomicU64::new(u64::MAX),
+            sooner: Notify::new(),
+        }
+    }
 }
 
 /// Why a stream could not be registered.
@@ -172,20 +200,38 @@ impl OpenStreams {
         let socket = std::net::TcpStream::from(duplicate(fd)?);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let closed = Arc::new(OnceLock::new());
-        self.streams.insert(
-            id,
-            Entry {
-                socket,
-                closed: closed.clone(),
-                request: new.request,
-                snapshot: new.snapshot,
-                expires_at: new.expires_at,
-                deadline: new.deadline,
-                decision_id: new.decision_id,
-                route: new.route,
-            },
-        );
+        let entry = Entry {
+            socket,
+            closed: closed.clone(),
+            request: new.request,
+            snapshot: new.snapshot,
+            expires_at: new.expires_at,
+            expires: crate::clock::instant_at_unix_secs(new.expires_at),
+            deadline: new.deadline,
+            decision_id: new.decision_id,
+            route: new.route,
+        };
+        let due = self.since_epoch(entry.due());
+        self.streams.insert(id, entry);
+        // After the insert: a guard that reset `earliest` before this sees the entry, one
+        // that resets it after sees this value.
+        if due < self.earliest.fetch_min(due, Ordering::AcqRel) {
+            self.sooner.notify_one();
+        }
         Ok(Stream { id, closed })
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When the guard must look next: the earliest stream's end, at most [`TICK`] away.
+    fn next_wake(&self) -> Instant {
+        let tick = Instant::now() + TICK;
+        match self.earliest.load(Ordering::Acquire) {
+            u64::MAX => tick,
+            nanos => tick.min(self.epoch + Duration::from_nanos(nanos)),
+        }
     }
 
     /// Forgets `stream` (its response ended); the guard no longer touches its socket.
@@ -201,6 +247,9 @@ impl OpenStreams {
     /// Ends every stream that may no longer run, deciding again those the snapshot in
     /// force has not decided yet.
     async fn check(&self, live: &Live, authorizer: &Authorizer, metrics: &Metrics) {
+        // Reset first (a read-modify-write, so every stream whose registration lowered it
+        // before is seen below); a stream registered from here on lowers it again itself.
+        self.earliest.swap(u64::MAX, Ordering::AcqRel);
         if self.streams.is_empty() {
             return;
         }
@@ -210,15 +259,20 @@ impl OpenStreams {
         let current = live.load();
         let mut ending = Vec::new();
         let mut undecided = Vec::new();
+        let mut earliest = u64::MAX;
         for entry in self.streams.iter() {
-            if entry.expires_at <= now_secs {
+            if entry.expires_at <= now_secs || entry.expires <= now {
                 ending.push((*entry.key(), CloseCause::TokenExpired));
+                continue;
             } else if entry.deadline.is_some_and(|d| d <= now) {
                 ending.push((*entry.key(), CloseCause::RequestTimeout));
+                continue;
             } else if entry.snapshot.as_ptr() != Arc::as_ptr(&current) {
                 undecided.push((*entry.key(), entry.request.clone()));
             }
+            earliest = earliest.min(self.since_epoch(entry.due()));
         }
+        self.earliest.fetch_min(earliest, Ordering::AcqRel);
         let time_ns = crate::clock::unix_nanos(wall);
         for (id, request) in undecided {
             match decide_again(&current, authorizer, &request, time_ns).await {
@@ -284,7 +338,8 @@ fn duplicate(fd: RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
     borrowed.try_clone_to_owned()
 }
 
-/// The background service that checks the open streams every [`TICK`].
+/// The background service that ends open streams as they come due, checks them again
+/// whenever a snapshot is swapped in, and at least every [`TICK`].
 pub struct StreamGuard {
     pub streams: Arc<OpenStreams>,
     pub live: Arc<Live>,
@@ -295,16 +350,20 @@ pub struct StreamGuard {
 #[async_trait]
 impl BackgroundService for StreamGuard {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut swaps = self.live.swaps();
         loop {
+            let wake = self.streams.next_wake();
             tokio::select! {
-                _ = tick.tick() => {
-                    self.streams.check(&self.live, &self.authorizer, &self.metrics).await;
-                    self.metrics.streams_open.set(self.streams.len() as i64);
-                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = swaps.changed() => {}
+                // A new stream comes due sooner: sleep again, until then.
+                _ = self.streams.sooner.notified() => continue,
                 _ = shutdown.changed() => return,
             }
+            self.streams
+                .check(&self.live, &self.authorizer, &self.metrics)
+                .await;
+            self.metrics.streams_open.set(self.streams.len() as i64);
         }
     }
 }

@@ -276,7 +276,8 @@ fn an_open_grpc_stream_ends_on_a_reload_that_refuses_it_and_at_its_tokens_exp() 
     let token = mint(&key, &spec(CallerKind::AgentApp));
 
     let mut client = rt.block_on(client(&gw));
-    // At exp: UNAUTHENTICATED token_expired in the call's trailers, within a tick or so.
+    // At exp: UNAUTHENTICATED token_expired in the call's trailers (the guard wakes at exp;
+    // the bound leaves room for a loaded machine).
     let (status, _) = rt.block_on(async {
         let mut expiring = open_watch(&mut client, &gw, &short_lived).await;
         ended(&mut expiring, Duration::from_secs(6)).await
@@ -286,7 +287,7 @@ fn an_open_grpc_stream_ends_on_a_reload_that_refuses_it_and_at_its_tokens_exp() 
         .unwrap()
         .as_secs_f64()
         - exp as f64;
-    assert!((0.0..1.0).contains(&late), "ended {late:.3}s after exp");
+    assert!((0.0..0.5).contains(&late), "ended {late:.3}s after exp");
     assert_refused(&status, tonic::Code::Unauthenticated, "token_expired");
 
     // A reload that takes the route from the caller's blueprint: PERMISSION_DENIED.

@@ -231,8 +231,9 @@ fn an_open_websocket_ends_when_its_token_expires() {
     });
     let ended_at = ended_at.expect("the stream outlived its token");
     let ended_unix = unix_now() - ended_at.elapsed().as_secs_f64();
+    eprintln!("the stream ended {:.3} s after exp", ended_unix - exp);
     assert!(
-        ended_unix >= exp - 0.05 && ended_unix <= exp + 1.0,
+        ended_unix >= exp - 0.05 && ended_unix <= exp + 0.5,
         "ended at {ended_unix:.3}, token exp {exp}"
     );
     let metrics = gw.metrics();
@@ -285,7 +286,7 @@ fn a_reload_that_refuses_an_open_stream_ends_it_and_only_it() {
     let ended = rt.block_on(ended_within(&mut agent_ws, Duration::from_secs(5)));
     let took = ended.expect("the refused stream stayed open") - swapped;
     eprintln!("refused stream ended {took:?} after the reload");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     rt.block_on(echo(&mut app_ws, "still here"));
     let metrics = gw.metrics();
     assert_eq!(
