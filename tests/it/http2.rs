@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use agentgate::dev::tls::TestCa;
+use agentgate::dev::SigningIdentity;
 use agentgate::identity::CallerKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -88,25 +89,31 @@ fn kinds() -> [CallerKind; 6] {
     ]
 }
 
-#[test]
-fn h2_over_tls_decides_every_caller_kind_exactly_as_http1() {
-    let key = key("primary");
-    let servers = Servers::start(&[&key]);
-    let ca = TestCa::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut gw = tls_gateway(&servers, &ca, dir.path());
-    gw.base = gw.base.replace("127.0.0.1", "localhost");
-    let (h1, h2) = (
-        https_client(&ca.cert_pem, false),
-        https_client(&ca.cert_pem, true),
-    );
+/// Sends every caller kind's token to an allowed route, to a route the shipped policy
+/// refuses some kinds, and to a path the path discipline refuses, and sends no token:
+/// `h2` (which must speak HTTP/2) gets exactly the status, reason and identity headers
+/// `h1` gets. The outcomes span allowed, refused by policy, refused before policy and
+/// unauthenticated, so agreeing is not agreeing on one answer.
+fn assert_h2_decides_as_http1(
+    gw: &Gateway,
+    key: &SigningIdentity,
+    h1: &reqwest::blocking::Client,
+    h2: &reqwest::blocking::Client,
+) {
+    let mut seen = std::collections::BTreeSet::new();
     for kind in kinds() {
-        let token = mint(&key, &spec(kind));
-        for path in ["/orders/1", "/crm/1", "/orders/../admin"] {
-            let (a, va) = call(&gw, &h1, path, Some(&token), &[]);
-            let (b, vb) = call(&gw, &h2, path, Some(&token), &[]);
+        let token = mint(key, &spec(kind));
+        let cases = [
+            ("/orders/1", Some(token.as_str())),
+            ("/crm/1", Some(&token)),
+            ("/orders/..;/admin", Some(&token)),
+            ("/orders/1", None),
+        ];
+        for (path, token) in cases {
+            let (a, va) = call(gw, h1, path, token, &[]);
+            let (b, vb) = call(gw, h2, path, token, &[]);
             assert_eq!(va, reqwest::Version::HTTP_11);
-            assert_eq!(vb, reqwest::Version::HTTP_2, "ALPN must pick h2");
+            assert_eq!(vb, reqwest::Version::HTTP_2);
             assert_eq!(
                 (a.status, a.reason()),
                 (b.status, b.reason()),
@@ -123,8 +130,51 @@ fn h2_over_tls_decides_every_caller_kind_exactly_as_http1() {
                     );
                 }
             }
+            seen.insert((a.status, a.reason().to_string()));
         }
     }
+    for expected in [(400, "invalid_path"), (401, "missing_token")] {
+        assert!(
+            seen.contains(&(expected.0, expected.1.to_string())),
+            "{expected:?} never answered: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|(s, _)| *s == 200),
+        "nothing allowed: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(s, _)| *s == 403),
+        "nothing refused by policy: {seen:?}"
+    );
+}
+
+#[test]
+fn h2_over_tls_decides_every_caller_kind_exactly_as_http1() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let ca = TestCa::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = tls_gateway(&servers, &ca, dir.path());
+    gw.base = gw.base.replace("127.0.0.1", "localhost");
+    let (h1, h2) = (
+        https_client(&ca.cert_pem, false),
+        https_client(&ca.cert_pem, true),
+    );
+    assert_h2_decides_as_http1(&gw, &key, &h1, &h2);
+}
+
+#[test]
+fn h2c_decides_every_caller_kind_exactly_as_http1() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let gw = h2c_gateway(&servers, "");
+    let h1 = reqwest::blocking::Client::builder()
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_h2_decides_as_http1(&gw, &key, &h1, &h2c_client());
 }
 
 #[test]
@@ -614,4 +664,45 @@ fn decision_ids_never_enter_the_hpack_table() {
             );
         }
     }
+}
+
+#[test]
+fn h2_bodies_over_the_route_limit_get_413_declared_or_streamed() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let silent = SilentUpstream::start(b'y');
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "h2c = true".into(),
+            route_extra: "max_body_bytes = 1024".into(),
+            upstreams: Some(vec![silent.addr.clone()]),
+            ..Default::default()
+        },
+    );
+    let mut writer = spec(CallerKind::AgentApp);
+    writer.roles = vec!["Orders.Write.All".into()];
+    let token = mint(&key, &writer);
+    gw.sent(&token);
+    let client = h2c_client();
+    let post = |body: reqwest::blocking::Body| {
+        let r = client
+            .post(format!("{}/orders/1", gw.base))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        Reply::from(r)
+    };
+    // A declared content-length over the limit: refused before the upstream is contacted.
+    post("y".repeat(1025).into()).assert_denied(413, "body_too_large");
+    assert_eq!(silent.accepted(), 0, "the upstream was contacted");
+    // No declared length: counted as the DATA frames arrive.
+    let streamed = reqwest::blocking::Body::new(std::io::Cursor::new("y".repeat(4096)));
+    post(streamed).assert_denied(413, "body_too_large");
+    assert!(
+        silent.marked_once_closed() <= 1024,
+        "more than the limit reached the upstream"
+    );
 }

@@ -429,13 +429,17 @@ fn oversized_request_targets_get_414_and_are_logged_truncated() {
 fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    let gw = Gateway::start(
-        &servers,
-        GatewaySpec {
-            route_extra: "max_body_bytes = 1024".into(),
-            ..Default::default()
-        },
-    );
+    let limited = |upstreams: Option<Vec<String>>| {
+        Gateway::start(
+            &servers,
+            GatewaySpec {
+                route_extra: "max_body_bytes = 1024".into(),
+                upstreams,
+                ..Default::default()
+            },
+        )
+    };
+    let gw = limited(None);
     let mut writer = spec(CallerKind::AgentApp);
     writer.roles = vec!["Orders.Write.All".into()];
     let token = mint(&key, &writer);
@@ -463,25 +467,53 @@ fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
     );
     assert_eq!(status(&response), 200, "{response}");
 
+    // Over it, in front of an upstream that counts the body bytes it receives.
+    let silent = SilentUpstream::start(b'y');
+    let gw = limited(Some(vec![silent.addr.clone()]));
+    gw.sent(&token);
+
     // A declared length over the limit: refused before the upstream is contacted.
     let (response, closed) = raw(&gw, &head("Content-Length: 1025\r\n"));
     assert_eq!(status(&response), 413, "{response}");
     assert_eq!(reason(&response), "body_too_large", "{response}");
     assert!(closed, "the connection must close: the body was not read");
+    assert_eq!(silent.accepted(), 0, "the upstream was contacted");
 
-    // A chunked body with no declared length: counted as it streams.
+    // A chunked body with no declared length: counted as it streams. The first chunk
+    // arrives alone and is forwarded; the second takes it past the limit, and nothing of
+    // it or what follows reaches the upstream.
+    let addr = gw.base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let chunk = "y".repeat(600);
-    let chunked = format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
-    let (response, closed) = raw(
-        &gw,
-        &format!("{}{chunked}", head("Transfer-Encoding: chunked\r\n")),
-    );
+    s.write_all(
+        format!(
+            "{}258\r\n{chunk}\r\n",
+            head("Transfer-Encoding: chunked\r\n")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while silent.accepted() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never forwarded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // The gateway may already have closed: it answers once the limit is passed.
+    let _ = s.write_all(format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n").as_bytes());
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
     assert_eq!(status(&response), 413, "{response}");
     assert_eq!(reason(&response), "body_too_large", "{response}");
-    assert!(closed);
+    assert_eq!(
+        silent.marked_once_closed(),
+        600,
+        "the upstream must get the first chunk and nothing past the limit"
+    );
 
-    // Both are decisions in the log with that reason, and counted.
-    let decisions = gw.wait_decisions(3);
+    // Both refusals are decisions in the log with that reason.
+    let decisions = gw.wait_decisions(2);
     let refused = decisions
         .iter()
         .filter(|d| d["reason"] == "body_too_large" && d["status"] == 413)

@@ -839,3 +839,83 @@ pub fn fresh_token(key: &SigningIdentity, tag: &str) -> String {
 pub fn mint(key: &SigningIdentity, spec: &TokenSpec) -> String {
     key.sign(&spec.claims()).unwrap()
 }
+
+/// An upstream that reads whatever it is sent and never answers, counting the connections
+/// it accepted, those that have since closed, and how many bytes equal to `marker` arrived
+/// after each connection's header block.
+pub struct SilentUpstream {
+    pub addr: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+    marked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentUpstream {
+    pub fn start(marker: u8) -> SilentUpstream {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = SilentUpstream {
+            addr: listener.local_addr().unwrap().to_string(),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            closed: Arc::new(AtomicUsize::new(0)),
+            marked: Arc::new(AtomicUsize::new(0)),
+        };
+        let (accepted, closed, marked) = (
+            upstream.accepted.clone(),
+            upstream.closed.clone(),
+            upstream.marked.clone(),
+        );
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (closed, marked) = (closed.clone(), marked.clone());
+                std::thread::spawn(move || {
+                    let (mut head, mut in_body, mut buf) = (Vec::new(), false, [0u8; 4096]);
+                    while let Ok(n @ 1..) = c.read(&mut buf) {
+                        let bytes = &buf[..n];
+                        if !in_body {
+                            head.extend_from_slice(bytes);
+                            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                continue;
+                            };
+                            in_body = true;
+                            let body = head.split_off(end + 4);
+                            marked.fetch_add(
+                                body.iter().filter(|b| **b == marker).count(),
+                                Ordering::SeqCst,
+                            );
+                            continue;
+                        }
+                        marked.fetch_add(
+                            bytes.iter().filter(|b| **b == marker).count(),
+                            Ordering::SeqCst,
+                        );
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        upstream
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marker bytes received in bodies, once every accepted connection has closed (fails
+    /// the test if one stays open for 5 s).
+    pub fn marked_once_closed(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.closed.load(Ordering::SeqCst) < self.accepted() {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway kept an upstream connection open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.marked.load(Ordering::SeqCst)
+    }
+}
