@@ -129,6 +129,11 @@ fn a_trusted_upstream_is_reached_by_ip_and_by_explicit_sni() {
     r.assert_allowed();
     assert_eq!(r.body["client_cert_sha256"], Value::Null);
     assert!(r.upstream_header("x-agentgate-decision-id").is_some());
+    assert_eq!(
+        gw.readiness()["unverified_upstreams"],
+        serde_json::json!([])
+    );
+    assert!(!gw.stderr().contains("INSECURE"));
     drop(gw);
 
     let by_name = TlsUpstream::start(&ca.issue(&["orders.internal.test"]).unwrap(), None);
@@ -206,7 +211,17 @@ fn insecure_skip_verify_accepts_any_certificate_and_says_so() {
         Some("{ insecure_skip_verify = true }".into()),
     );
     call(&gw).assert_allowed();
-    assert!(gw.stderr().contains("INSECURE"), "{}", gw.stderr());
+    assert!(
+        gw.stderr()
+            .contains("INSECURE: routes.tls.insecure_skip_verify = true"),
+        "{}",
+        gw.stderr()
+    );
+    // Visible to whoever watches readiness, route by route.
+    assert_eq!(
+        gw.readiness()["unverified_upstreams"],
+        serde_json::json!(["orders"])
+    );
 }
 
 #[test]
