@@ -70,10 +70,27 @@ fn echo_upstream(rt: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<http::H
 
 /// A gateway with a `live` route (WebSocket upgrades allowed) to `upstream`.
 fn live_gateway(servers: &Servers, upstream: &str, route_lines: &str) -> Gateway {
+    live_gateway_with(
+        servers,
+        upstream,
+        route_lines,
+        GatewaySpec {
+            data: vec![("access.json", access_with_live_route())],
+            ..Default::default()
+        },
+    )
+}
+
+/// As [`live_gateway`], otherwise as `spec` says.
+fn live_gateway_with(
+    servers: &Servers,
+    upstream: &str,
+    route_lines: &str,
+    spec: GatewaySpec,
+) -> Gateway {
     Gateway::start(
         servers,
         GatewaySpec {
-            data: vec![("access.json", access_with_live_route())],
             extra_config: format!(
                 r#"
 [[routes]]
@@ -86,7 +103,7 @@ read_timeout = "60s"
 {route_lines}
 "#
             ),
-            ..Default::default()
+            ..spec
         },
     )
 }
@@ -436,4 +453,34 @@ fn a_request_the_guard_ended_is_not_sent_again() {
         .assert_denied(504, "request_timeout");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(received.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_policy_sees_a_websocket_upgrade_as_one() {
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (upstream, _) = echo_upstream(&rt);
+    let rego = r#"package agentgate
+
+default decision := {"allow": false, "reason": "websocket_only"}
+
+decision := {"allow": true, "reason": "upgrade_seen"} if input.request.upgrade == "websocket"
+"#;
+    let gw = live_gateway_with(
+        &servers,
+        &upstream,
+        "",
+        GatewaySpec {
+            rego: Some(vec![("policy.rego", rego.into())]),
+            ..Default::default()
+        },
+    );
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    rt.block_on(async {
+        let mut ws = connect(&gw, "/live/chat", Some(&token)).await.unwrap();
+        echo(&mut ws, "upgraded").await;
+    });
+    gw.call("GET", "/live/chat", Some(&token))
+        .assert_denied(403, "websocket_only");
 }
