@@ -106,7 +106,9 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
 });
 
 /// The facts of one request: what the gateway decides on, and what policy may see of it.
-#[derive(Debug, Clone, Copy)]
+/// Not `Debug`: it holds every request header, `Authorization` included, and nothing may
+/// print it.
+#[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// Canonical `host[:port]`.

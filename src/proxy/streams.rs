@@ -87,8 +87,8 @@ impl CloseCause {
     }
 }
 
-/// The request of a stream, kept to decide it again.
-#[derive(Debug)]
+/// The request of a stream, kept to decide it again. Not `Debug`: it holds every request
+/// header, `Authorization` included, and nothing may print it.
 pub struct StreamRequest {
     pub method: String,
     pub host: String,
