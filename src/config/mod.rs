@@ -127,6 +127,9 @@ pub struct ServerSettings {
     pub h2c: bool,
     /// Concurrent HTTP/2 streams a client may open on one connection.
     pub h2_max_concurrent_streams: u32,
+    /// How long an HTTP/2 connection may stay without an open stream (a header block
+    /// still arriving is none) before it is closed; `None`: no limit.
+    pub h2_idle_timeout: Option<Duration>,
 }
 
 /// Token validation and signing-key settings.
@@ -526,6 +529,7 @@ impl Config {
                     trusted_proxies,
                     h2c: raw.server.h2c,
                     h2_max_concurrent_streams: raw.server.h2_max_concurrent_streams,
+                    h2_idle_timeout: Some(raw.server.h2_idle_timeout).filter(|t| !t.is_zero()),
                 },
                 listeners,
                 admin,

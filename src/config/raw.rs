@@ -189,6 +189,9 @@ pub struct RawServer {
     pub h2c: bool,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// An HTTP/2 connection with no stream open this long is closed (`0s`: never).
+    #[serde(with = "humantime_serde")]
+    pub h2_idle_timeout: Duration,
 }
 
 impl Default for RawServer {
@@ -208,6 +211,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             h2c: false,
             h2_max_concurrent_streams: 100,
+            h2_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -25,6 +25,7 @@ fn defaults_follow_the_documentation() {
     assert_eq!(c.identity.min_refetch_interval, Duration::from_secs(30));
     assert_eq!(c.policy.timeout, Duration::from_millis(25));
     assert_eq!(c.policy.engine, PolicyEngine::Auto);
+    assert_eq!(c.server.h2_idle_timeout, Some(Duration::from_secs(60)));
     assert_eq!(c.policy.dir, PathBuf::from("/etc/agentgate/../policies"));
     assert_eq!(
         c.identity.tenants[0].id,
@@ -621,4 +622,14 @@ fn route_protocols_that_cannot_work_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown variant `h3`"), "{err}");
+}
+
+#[test]
+fn an_h2_idle_timeout_of_zero_means_none() {
+    let text = MINIMAL.to_string() + "\n[server]\nh2_idle_timeout = \"0s\"\n";
+    let c = Config::parse(&text, Path::new("/etc/agentgate/agentgate.toml")).unwrap();
+    assert_eq!(c.server.h2_idle_timeout, None);
+    let text = MINIMAL.to_string() + "\n[server]\nh2_idle_timeout = \"5m\"\n";
+    let c = Config::parse(&text, Path::new("/etc/agentgate/agentgate.toml")).unwrap();
+    assert_eq!(c.server.h2_idle_timeout, Some(Duration::from_secs(300)));
 }

@@ -229,6 +229,7 @@ pub fn run(config: &Config, opts: RunOptions, parts: Parts) -> Result<(), StartE
     http.handle_init_modules();
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = config.server.h2c;
+    options.h2_idle_timeout = config.server.h2_idle_timeout;
     http.server_options = Some(options);
     http.h2_options = Some(h2_options(&config.server));
     let mut proxy = Service::new(

@@ -709,3 +709,81 @@ fn h2_bodies_over_the_route_limit_get_413_declared_or_streamed() {
         "more than the limit reached the upstream"
     );
 }
+
+#[test]
+fn idle_h2_connections_and_trickled_header_blocks_are_closed_but_open_streams_are_not() {
+    use std::io::{Read, Write};
+    let key = key("primary");
+    let servers = Servers::start(&[&key]);
+    let (events, finish) = event_stream_upstream();
+    let gw = Gateway::start(
+        &servers,
+        GatewaySpec {
+            server_extra: "h2c = true\nh2_idle_timeout = \"1s\"".into(),
+            upstreams: Some(vec![events]),
+            ..Default::default()
+        },
+    );
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    // How long the gateway keeps a raw h2c connection that sends `then` after its
+    // preface (every 300 ms, when `trickle`), until it closes it.
+    let held = |then: Vec<u8>, trickle: Option<Vec<u8>>| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        tcp.write_all(&frame(0x4, 0, 0, &[])).unwrap();
+        tcp.write_all(&then).unwrap();
+        let opened = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        while opened.elapsed() < Duration::from_secs(10) {
+            match tcp.read(&mut buf) {
+                Ok(0) => return opened.elapsed(),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return opened.elapsed(),
+            }
+            if let Some(t) = &trickle {
+                if tcp.write_all(t).is_err() {
+                    return opened.elapsed();
+                }
+            }
+        }
+        panic!("the connection was held open for 10 s");
+    };
+    // Nothing after the preface.
+    let idle = held(Vec::new(), None);
+    // A header block that never ends: HEADERS without END_HEADERS, then a CONTINUATION
+    // of a few bytes every 300 ms. No stream opens while it arrives.
+    let mut first = vec![0x82, 0x86, 0x84];
+    first.extend(literal(":authority", "localhost"));
+    let trickled = held(
+        frame(0x1, 0x1, 1, &first),
+        Some(frame(0x9, 0, 1, &literal("x-slow", "a"))),
+    );
+    for (what, took) in [("idle", idle), ("trickled", trickled)] {
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{what}: closed after {took:?}"
+        );
+    }
+
+    // A stream open longer than the idle timeout is not cut: an event stream over h2c
+    // whose upstream holds it for 1.6 s (the routes' read_timeout here is 2 s).
+    let token = mint(&key, &spec(CallerKind::AgentApp));
+    gw.sent(&token);
+    let mut response = h2c_client()
+        .get(format!("{}/orders/events", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let mut first = [0u8; 13];
+    response.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"data: first\n\n");
+    std::thread::sleep(Duration::from_millis(1600));
+    finish.send(()).unwrap();
+    let mut rest = String::new();
+    response.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "data: second\n\n");
+}

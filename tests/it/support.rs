@@ -919,3 +919,32 @@ impl SilentUpstream {
         self.marked.load(Ordering::SeqCst)
     }
 }
+
+/// An upstream that answers one request with a server-sent event stream: the first event
+/// at once, the second and the end only when `finish` is signalled.
+pub fn event_stream_upstream() -> (String, std::sync::mpsc::Sender<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                return;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        c.write_all(format!("{head}{}", chunk("data: first\n\n")).as_bytes())
+            .unwrap();
+        c.flush().unwrap();
+        let _ = finished.recv_timeout(std::time::Duration::from_secs(20));
+        let _ = c.write_all(format!("{}0\r\n\r\n", chunk("data: second\n\n")).as_bytes());
+    });
+    (addr, finish)
+}
