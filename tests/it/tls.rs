@@ -539,9 +539,26 @@ fn mtls_gateway(
 fn required_client_certificates_refuse_clients_without_one() {
     let servers = Servers::start(&[&key("primary")]);
     let (ca, clients) = (TestCa::new().unwrap(), TestCa::named("clients").unwrap());
-    let (gw, _dir) = mtls_gateway(&servers, &ca, &clients, "required", GatewaySpec::default());
+    let (gw, dir) = mtls_gateway(&servers, &ca, &clients, "required", GatewaySpec::default());
     let err = get(&gw, &client(&gw, &ca, "localhost", None), "localhost").unwrap_err();
     assert!(!err.is_status(), "{err:?}");
+    // The handshake itself fails: openssl, over TLS 1.2 (where the client learns it
+    // during the handshake), gets the server's alert.
+    let ca_file = dir.path().join("gateway-ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let connect = format!("127.0.0.1:{}", port(&gw));
+    let (ok, text) = openssl(&[
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        ca_file.to_str().unwrap(),
+        "-tls1_2",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("alert certificate required"), "{text}");
     // A certificate from another CA is refused too.
     let stranger = TestCa::named("stranger")
         .unwrap()
