@@ -90,6 +90,14 @@ fn openssl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `openssl s_client` to the gateway with `localhost` as SNI and `extra` arguments.
+fn s_client(gw: &Gateway, extra: &[&str]) -> (bool, String) {
+    let connect = format!("127.0.0.1:{}", port(gw));
+    let mut args = vec!["s_client", "-connect", &connect, "-servername", "localhost"];
+    args.extend_from_slice(extra);
+    openssl(&args)
+}
+
 /// The leaf certificate the gateway presents for `sni` (none: no SNI sent), as openssl
 /// s_client sees it.
 fn presented(gw: &Gateway, sni: Option<&str>) -> String {
@@ -166,26 +174,23 @@ fn https_listener_serves_rustls_curl_and_openssl_clients() {
 
     // openssl s_client: TLS 1.3 and 1.2 both verify; ALPN picks h2 when offered first,
     // http/1.1 for a client that offers only that.
-    let connect = format!("127.0.0.1:{}", port(&gw));
     let ca_path = ca_file.to_str().unwrap();
     for (version, shown, alpn, picked) in [
         ("-tls1_3", "TLSv1.3", "h2,http/1.1", "h2"),
         ("-tls1_2", "TLSv1.2", "h2,http/1.1", "h2"),
         ("-tls1_3", "TLSv1.3", "http/1.1", "http/1.1"),
     ] {
-        let (ok, text) = openssl(&[
-            "s_client",
-            "-connect",
-            &connect,
-            "-servername",
-            "localhost",
-            "-CAfile",
-            ca_path,
-            "-verify_return_error",
-            "-alpn",
-            alpn,
-            version,
-        ]);
+        let (ok, text) = s_client(
+            &gw,
+            &[
+                "-CAfile",
+                ca_path,
+                "-verify_return_error",
+                "-alpn",
+                alpn,
+                version,
+            ],
+        );
         assert!(ok, "{text}");
         assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
         assert!(
@@ -211,20 +216,10 @@ fn tls_1_0_and_1_1_are_refused() {
         .write(dir.path(), "s")
         .unwrap();
     let gw = start(&servers, listener_tls(&[pair(&c, &k)], ""));
-    let connect = format!("127.0.0.1:{}", port(&gw));
     for version in ["-tls1", "-tls1_1"] {
         // SECLEVEL=0 lets this OpenSSL offer the old versions at all, so the refusal
         // seen is the gateway's.
-        let (ok, text) = openssl(&[
-            "s_client",
-            "-connect",
-            &connect,
-            "-servername",
-            "localhost",
-            version,
-            "-cipher",
-            "DEFAULT@SECLEVEL=0",
-        ]);
+        let (ok, text) = s_client(&gw, &[version, "-cipher", "DEFAULT@SECLEVEL=0"]);
         assert!(!ok, "{version} was accepted:\n{text}");
         // rustls answers a ClientHello without TLS 1.2 or 1.3 with a fatal alert
         // (handshake_failure or protocol_version); no cipher is ever agreed.
@@ -235,16 +230,7 @@ fn tls_1_0_and_1_1_are_refused() {
         assert!(text.contains("Cipher is (NONE)"), "{version}:\n{text}");
     }
     // The same client settings with TLS 1.2 connect: the refusal above is the version.
-    let (ok, text) = openssl(&[
-        "s_client",
-        "-connect",
-        &connect,
-        "-servername",
-        "localhost",
-        "-tls1_2",
-        "-cipher",
-        "DEFAULT@SECLEVEL=0",
-    ]);
+    let (ok, text) = s_client(&gw, &["-tls1_2", "-cipher", "DEFAULT@SECLEVEL=0"]);
     assert!(ok && text.contains("Protocol  : TLSv1.2"), "{text}");
     let out = Command::new("curl")
         .args([
@@ -546,17 +532,7 @@ fn required_client_certificates_refuse_clients_without_one() {
     // during the handshake), gets the server's alert.
     let ca_file = dir.path().join("gateway-ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
-    let connect = format!("127.0.0.1:{}", port(&gw));
-    let (ok, text) = openssl(&[
-        "s_client",
-        "-connect",
-        &connect,
-        "-servername",
-        "localhost",
-        "-CAfile",
-        ca_file.to_str().unwrap(),
-        "-tls1_2",
-    ]);
+    let (ok, text) = s_client(&gw, &["-CAfile", ca_file.to_str().unwrap(), "-tls1_2"]);
     assert!(!ok, "{text}");
     assert!(text.contains("alert certificate required"), "{text}");
     // A certificate from another CA is refused too.
