@@ -213,8 +213,8 @@ impl OpenStreams {
         };
         let due = self.since_epoch(entry.due());
         self.streams.insert(id, entry);
-        // After the insert: a guard that reset `earliest` before this sees the entry, one
-        // that resets it after sees this value.
+        // After the insert: a guard that resets `earliest` after this lowers it sees the
+        // entry in its pass; one that reset it before keeps this value.
         if due < self.earliest.fetch_min(due, Ordering::AcqRel) {
             self.sooner.notify_one();
         }
@@ -261,13 +261,18 @@ impl OpenStreams {
         let mut undecided = Vec::new();
         let mut earliest = u64::MAX;
         for entry in self.streams.iter() {
-            if entry.expires_at <= now_secs || entry.expires <= now {
-                ending.push((*entry.key(), CloseCause::TokenExpired));
-                continue;
+            let cause = if entry.expires_at <= now_secs || entry.expires <= now {
+                Some(CloseCause::TokenExpired)
             } else if entry.deadline.is_some_and(|d| d <= now) {
-                ending.push((*entry.key(), CloseCause::RequestTimeout));
+                Some(CloseCause::RequestTimeout)
+            } else {
+                None
+            };
+            if let Some(cause) = cause {
+                ending.push((*entry.key(), cause));
                 continue;
-            } else if entry.snapshot.as_ptr() != Arc::as_ptr(&current) {
+            }
+            if entry.snapshot.as_ptr() != Arc::as_ptr(&current) {
                 undecided.push((*entry.key(), entry.request.clone()));
             }
             earliest = earliest.min(self.since_epoch(entry.due()));

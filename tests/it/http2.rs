@@ -5,8 +5,6 @@ use crate::support::*;
 use agentgate::dev::tls::TestCa;
 use agentgate::dev::SigningIdentity;
 use agentgate::identity::CallerKind;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A TLS gateway with a certificate for localhost from `ca`.
@@ -352,35 +350,14 @@ fn streams_reset_at_once_cost_no_decision_and_others_are_still_served() {
 fn streams_reset_after_they_were_taken_up_are_bounded_per_connection() {
     let key = key("primary");
     let servers = Servers::start(&[&key]);
-    // An upstream that accepts and never answers: every forwarded request stays in flight
-    // until the route's read timeout (2 s in these tests).
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = silent.local_addr().unwrap().to_string();
-    // Connections open at the upstream now, the most ever open at once, and all it took.
-    let open = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let total = Arc::new(AtomicUsize::new(0));
-    {
-        let (open, most, total) = (open.clone(), most.clone(), total.clone());
-        std::thread::spawn(move || {
-            for mut c in silent.incoming().flatten() {
-                total.fetch_add(1, Ordering::SeqCst);
-                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                let open = open.clone();
-                std::thread::spawn(move || {
-                    // Held until the gateway lets go of it.
-                    let _ = std::io::copy(&mut c, &mut std::io::sink());
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-    }
+    // Every forwarded request stays in flight until the route's read timeout (2 s in these
+    // tests), or until its reset abandons it.
+    let silent = SilentUpstream::start(b'y');
     let gw = Gateway::start(
         &servers,
         GatewaySpec {
             server_extra: "h2c = true\nh2_max_concurrent_streams = 10".into(),
-            upstreams: Some(vec![upstream]),
+            upstreams: Some(vec![silent.addr.clone()]),
             ..Default::default()
         },
     );
@@ -400,7 +377,7 @@ fn streams_reset_after_they_were_taken_up_are_bounded_per_connection() {
         200,
         Duration::from_millis(20),
     ));
-    let (most, total) = (most.load(Ordering::SeqCst), total.load(Ordering::SeqCst));
+    let (most, total) = (silent.most_open(), silent.accepted());
     eprintln!(
         "held resets: {sent} sent, {total} forwarded, at most {most} upstream requests in flight at once"
     );

@@ -840,59 +840,56 @@ pub fn mint(key: &SigningIdentity, spec: &TokenSpec) -> String {
     key.sign(&spec.claims()).unwrap()
 }
 
-/// An upstream that reads whatever it is sent and never answers, counting the connections
-/// it accepted, those that have since closed, and how many bytes equal to `marker` arrived
-/// after each connection's header block.
+/// An upstream that reads whatever it is sent and never answers: every forwarded request
+/// stays in flight until the gateway lets go of it. It counts the connections it accepted,
+/// those still open and the most open at once, and how many bytes equal to `marker`
+/// arrived after each connection's header block.
 pub struct SilentUpstream {
     pub addr: String,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
-    closed: Arc<std::sync::atomic::AtomicUsize>,
-    marked: Arc<std::sync::atomic::AtomicUsize>,
+    counts: Arc<SilentCounts>,
+}
+
+#[derive(Default)]
+struct SilentCounts {
+    accepted: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+    most_open: std::sync::atomic::AtomicUsize,
+    marked: std::sync::atomic::AtomicUsize,
 }
 
 impl SilentUpstream {
     pub fn start(marker: u8) -> SilentUpstream {
         use std::io::Read;
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let counts = Arc::new(SilentCounts::default());
         let upstream = SilentUpstream {
             addr: listener.local_addr().unwrap().to_string(),
-            accepted: Arc::new(AtomicUsize::new(0)),
-            closed: Arc::new(AtomicUsize::new(0)),
-            marked: Arc::new(AtomicUsize::new(0)),
+            counts: counts.clone(),
         };
-        let (accepted, closed, marked) = (
-            upstream.accepted.clone(),
-            upstream.closed.clone(),
-            upstream.marked.clone(),
-        );
         std::thread::spawn(move || {
             for mut c in listener.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let (closed, marked) = (closed.clone(), marked.clone());
+                counts.accepted.fetch_add(1, Ordering::SeqCst);
+                let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+                counts.most_open.fetch_max(open, Ordering::SeqCst);
+                let counts = counts.clone();
                 std::thread::spawn(move || {
                     let (mut head, mut in_body, mut buf) = (Vec::new(), false, [0u8; 4096]);
                     while let Ok(n @ 1..) = c.read(&mut buf) {
-                        let bytes = &buf[..n];
-                        if !in_body {
-                            head.extend_from_slice(bytes);
+                        let body = if in_body {
+                            &buf[..n]
+                        } else {
+                            head.extend_from_slice(&buf[..n]);
                             let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
                                 continue;
                             };
                             in_body = true;
-                            let body = head.split_off(end + 4);
-                            marked.fetch_add(
-                                body.iter().filter(|b| **b == marker).count(),
-                                Ordering::SeqCst,
-                            );
-                            continue;
-                        }
-                        marked.fetch_add(
-                            bytes.iter().filter(|b| **b == marker).count(),
-                            Ordering::SeqCst,
-                        );
+                            &head[end + 4..]
+                        };
+                        let n = body.iter().filter(|b| **b == marker).count();
+                        counts.marked.fetch_add(n, Ordering::SeqCst);
                     }
-                    closed.fetch_add(1, Ordering::SeqCst);
+                    counts.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -901,7 +898,16 @@ impl SilentUpstream {
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        self.counts
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at once.
+    pub fn most_open(&self) -> usize {
+        self.counts
+            .most_open
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Marker bytes received in bodies, once every accepted connection has closed (fails
@@ -909,14 +915,14 @@ impl SilentUpstream {
     pub fn marked_once_closed(&self) -> usize {
         use std::sync::atomic::Ordering;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.closed.load(Ordering::SeqCst) < self.accepted() {
+        while self.counts.open.load(Ordering::SeqCst) > 0 {
             assert!(
                 Instant::now() < deadline,
                 "the gateway kept an upstream connection open"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.marked.load(Ordering::SeqCst)
+        self.counts.marked.load(Ordering::SeqCst)
     }
 }
 
